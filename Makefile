@@ -1,0 +1,60 @@
+# containerd-shim-wasm: build, demo and tests. Run as root (containerd needs it).
+#
+#   make demo    install containerd, build everything, run hello.wasm through a private containerd
+#   make test    unit, shim-level and end-to-end tests (a private containerd is started and stopped)
+
+SHELL := /bin/bash
+export CARGO_TARGET_DIR ?= $(CURDIR)/target
+TARGET := $(CARGO_TARGET_DIR)/debug
+SHIM := $(TARGET)/containerd-shim-wasm-v1
+IMAGE_TOOL := $(TARGET)/wasm-image
+GUESTS := $(CARGO_TARGET_DIR)/guests
+HARNESS := tests/harness/containerd.sh
+
+DEMO_DIR ?= /var/tmp/containerd-shim-wasm-demo
+DEMO_IMAGE := docker.io/library/hello-wasm:latest
+TEST_DIR ?= /var/tmp/containerd-shim-wasm-test
+
+.PHONY: all build guests deps demo test unit lint fmt clean-state
+
+all: build
+
+deps:
+	@$(HARNESS) install
+
+build:
+	cargo build --bins --tests
+
+guests:
+	@tests/guests/build.sh $(GUESTS)
+
+# The README's first command: everything from a fresh machine to "hello from wasm".
+demo: deps build guests
+	@mkdir -p $(DEMO_DIR)
+	$(IMAGE_TOOL) build --module $(GUESTS)/hello.wasm --name $(DEMO_IMAGE) -o $(DEMO_DIR)/hello-wasm.tar
+	@$(HARNESS) stop $(DEMO_DIR) >/dev/null 2>&1 || true
+	CONTAINERD_SHIM_WASM_CACHE_DIR=$(DEMO_DIR)/cache $(HARNESS) start $(DEMO_DIR) $(SHIM)
+	@trap '$(HARNESS) stop $(DEMO_DIR)' EXIT; \
+	$(HARNESS) ctr $(DEMO_DIR) images import $(DEMO_DIR)/hello-wasm.tar >/dev/null && \
+	echo '$$ ctr run --rm --runtime io.containerd.wasm.v1 $(DEMO_IMAGE) hello' && \
+	$(HARNESS) ctr $(DEMO_DIR) run --rm --runtime io.containerd.wasm.v1 $(DEMO_IMAGE) hello; \
+	status=$$?; echo "exit code: $$status"; exit $$status
+
+# The README's second command, and what CI runs.
+test: deps build guests
+	@$(HARNESS) stop $(TEST_DIR) >/dev/null && rm -rf $(TEST_DIR) && mkdir -p $(TEST_DIR)
+	CONTAINERD_SHIM_WASM_CACHE_DIR=$(TEST_DIR)/cache $(HARNESS) start $(TEST_DIR) $(SHIM)
+	@trap '$(HARNESS) stop $(TEST_DIR)' EXIT; \
+	WASM_SHIM_CONTAINERD_DIR=$(TEST_DIR) WASM_SHIM_GUESTS_DIR=$(GUESTS) \
+	cargo test -- --test-threads=2
+	cargo fmt --check
+
+unit: build
+	cargo test --lib --bins
+
+lint:
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings
+
+fmt:
+	cargo fmt

@@ -1,0 +1,260 @@
+//! wasmer and wasmer-wasix: compile (or load from the cache) and run one module.
+//!
+//! Runs inside the guest process, after it has entered the container's root (so the host
+//! filesystem wasmer sees at `/` is the container's root, and the kernel enforces read-only
+//! mounts and keeps symlinks inside).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use log::{info, warn};
+use wasmer::{Engine, Module, RuntimeError, Store};
+use wasmer_wasix::runtime::task_manager::tokio::TokioTaskManager;
+use wasmer_wasix::virtual_fs::host_fs;
+use wasmer_wasix::{PluggableRuntime, WasiEnv, WasiEnvBuilder, WasiError};
+
+use super::cache::{digest_hex, Miss, ModuleCache};
+use super::stdio::StdioFile;
+use super::{Invocation, Outcome};
+
+/// The wasmer release this shim is built against (pinned in Cargo.toml); part of the cache key.
+pub const WASMER_VERSION: &str = "7.4.2";
+
+/// Frames of the wasm backtrace written after a trap; deeper ones add nothing for a reader.
+const MAX_TRACE_FRAMES: usize = 16;
+
+/// A compiled module, ready to instantiate.
+pub struct LoadedModule {
+    module: Module,
+    /// `sha256:<hex>` of the module bytes, for log lines.
+    pub digest: String,
+    /// Whether this load compiled the module (false: it came from the cache).
+    pub compiled: bool,
+}
+
+pub struct WasmerEngine {
+    engine: Engine,
+    runtime: tokio::runtime::Runtime,
+    cache: Option<ModuleCache>,
+}
+
+impl WasmerEngine {
+    /// An engine with cranelift; `cache_root` is where compiled modules are kept.
+    pub fn new(cache_root: Option<&Path>) -> std::io::Result<WasmerEngine> {
+        let engine = Engine::default();
+        // wasmer-wasix needs a tokio runtime for its file system and task manager. One worker
+        // is enough: the guest's own code runs on the thread that calls `run`.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("wasm-io")
+            .enable_all()
+            .build()?;
+        let cache = cache_root.and_then(|root| {
+            ModuleCache::open(root, &engine_key(&engine))
+                .map_err(|e| warn!("module cache disabled: {e}"))
+                .ok()
+        });
+        Ok(WasmerEngine {
+            engine,
+            runtime,
+            cache,
+        })
+    }
+
+    /// Loads the compiled module for `bytes` from the cache, or compiles and caches it.
+    pub fn load(&self, bytes: &[u8]) -> Result<LoadedModule, String> {
+        let hex = digest_hex(bytes);
+        let digest = format!("sha256:{hex}");
+        if let Some(module) = self.load_cached(&hex, &digest) {
+            return Ok(LoadedModule {
+                module,
+                digest,
+                compiled: false,
+            });
+        }
+        let started = Instant::now();
+        let module = Module::new(&self.engine, bytes)
+            .map_err(|e| format!("the module does not compile: {e}"))?;
+        info!(
+            "compiled module {digest} ({} bytes) in {} ms",
+            bytes.len(),
+            started.elapsed().as_millis()
+        );
+        self.store_cached(&hex, &module);
+        Ok(LoadedModule {
+            module,
+            digest,
+            compiled: true,
+        })
+    }
+
+    fn load_cached(&self, hex: &str, digest: &str) -> Option<Module> {
+        let cache = self.cache.as_ref()?;
+        let started = Instant::now();
+        let artifact = match cache.get(hex) {
+            Ok(artifact) => artifact,
+            Err(Miss::Absent) => return None,
+            Err(Miss::Corrupt(why)) => {
+                warn!("discarded corrupt cache entry for module {digest}: {why}");
+                return None;
+            }
+        };
+        // SAFETY: the artifact was written by `store_cached` with this engine's key, and its
+        // sha256 was verified by the cache on read, so it is a whole artifact we produced.
+        match unsafe { Module::deserialize(&self.engine, artifact) } {
+            Ok(module) => {
+                info!(
+                    "loaded compiled module {digest} from cache in {} ms",
+                    started.elapsed().as_millis()
+                );
+                Some(module)
+            }
+            Err(e) => {
+                warn!("cache entry for module {digest} did not load ({e}); recompiling");
+                None
+            }
+        }
+    }
+
+    fn store_cached(&self, hex: &str, module: &Module) {
+        let Some(cache) = &self.cache else { return };
+        let stored = module
+            .serialize()
+            .map_err(|e| e.to_string())
+            .and_then(|artifact| cache.put(hex, &artifact).map_err(|e| e.to_string()));
+        if let Err(e) = stored {
+            warn!("could not cache compiled module sha256:{hex}: {e}");
+        }
+    }
+
+    /// Runs `_start` of the module on the calling thread until the guest exits or traps.
+    pub fn run(&self, loaded: &LoadedModule, invocation: Invocation) -> Outcome {
+        let _entered = self.runtime.enter();
+        if loaded.module.exports().functions().all(|f| f.name() != "_start") {
+            return Outcome::NotRunnable(
+                "the module exports no _start function: it is not a WASI command".into(),
+            );
+        }
+        let builder = match self.builder(invocation) {
+            Ok(builder) => builder,
+            Err(why) => return Outcome::NotRunnable(why),
+        };
+        let mut store = Store::new(self.engine.clone());
+        let (instance, env) = match builder.instantiate(loaded.module.clone(), &mut store) {
+            Ok(pair) => pair,
+            Err(e) => return Outcome::NotRunnable(format!("the module cannot be instantiated: {e}")),
+        };
+        let outcome = match instance.exports.get_function("_start") {
+            Ok(start) => outcome_of(start.call(&mut store, &[]).map(|_| ())),
+            Err(e) => Outcome::NotRunnable(e.to_string()),
+        };
+        // Closes the guest's files (flushing what wasmer buffers) before the process exits.
+        let code = wasmer_wasix::types::wasi::ExitCode::from(outcome.exit_status() as u16);
+        env.on_exit(&mut store, Some(code));
+        outcome
+    }
+
+    fn builder(&self, inv: Invocation) -> Result<WasiEnvBuilder, String> {
+        let handle = self.runtime.handle().clone();
+        let root = host_fs::FileSystem::new(handle.clone(), "/")
+            .map_err(|e| format!("cannot open the container root: {e}"))?;
+        let tasks = TokioTaskManager::new(handle);
+        let mut runtime = PluggableRuntime::new(Arc::new(tasks));
+        runtime.set_engine(self.engine.clone());
+
+        let (argv0, rest) = inv.args.split_first().map_or(("", &[][..]), |(a, r)| (a.as_str(), r));
+        let mut builder = WasiEnv::builder(argv0)
+            .args(rest)
+            .envs(inv.env.iter().map(|(k, v)| (k.clone(), v.clone())))
+            .runtime(Arc::new(runtime))
+            .fs(Arc::new(root) as Arc<dyn wasmer_wasix::virtual_fs::FileSystem + Send + Sync>)
+            .current_dir(&inv.cwd)
+            .stdin(Box::new(StdioFile::stdin(inv.stdin)))
+            .stdout(Box::new(StdioFile::output(inv.stdout, 1)))
+            .stderr(Box::new(StdioFile::output(inv.stderr, 2)));
+        for (name, dir) in preopens(&inv.cwd, &inv.root_entries) {
+            builder = builder
+                .preopen_build(|p| p.directory(&dir).alias(&name).read(true).write(true).create(true))
+                .map_err(|e| format!("cannot preopen {dir}: {e}"))?;
+        }
+        Ok(builder)
+    }
+}
+
+/// The preopened directories, as (name the guest sees, directory), in registration order.
+///
+/// WASI preview 1 has no working directory: wasi-libc resolves every path, absolute or
+/// relative, against the preopen whose name is the longest prefix of the path after it strips
+/// leading `/` and `./` — so a preopen named "/" and one named "." look the same to it, and
+/// the one registered last wins. With `cwd` at `/` one preopen of the root is exact. Otherwise
+/// the cwd is preopened as "." (last, so relative paths land there) and each top-level entry
+/// of the root under its own name, so absolute paths into them still resolve from the root.
+/// What remains ambiguous (a relative path whose first component is also a top-level name, a
+/// new file created directly in `/`) is documented in the README.
+pub fn preopens(cwd: &Path, root_entries: &[String]) -> Vec<(String, String)> {
+    let mut list = vec![("/".to_string(), "/".to_string())];
+    if cwd == Path::new("/") {
+        return list;
+    }
+    for entry in root_entries {
+        list.push((format!("/{entry}"), format!("/{entry}")));
+    }
+    list.push((".".to_string(), cwd.display().to_string()));
+    list
+}
+
+/// The cache key of an engine: artifacts are only valid for the same wasmer, compiler and
+/// target features.
+fn engine_key(engine: &Engine) -> String {
+    format!("wasmer-{WASMER_VERSION}-{}", engine.deterministic_id())
+}
+
+/// Turns the result of calling `_start` into an outcome.
+fn outcome_of(result: Result<(), RuntimeError>) -> Outcome {
+    let err = match result {
+        Ok(()) => return Outcome::Exited(0),
+        Err(err) => err,
+    };
+    match err.downcast::<WasiError>() {
+        Ok(WasiError::Exit(code)) => Outcome::Exited(code.raw()),
+        Ok(other) => Outcome::NotRunnable(other.to_string()),
+        Err(trap) => Outcome::Trapped(describe_trap(&trap)),
+    }
+}
+
+/// One line with the reason, then the wasm backtrace, innermost frame first.
+fn describe_trap(trap: &RuntimeError) -> String {
+    let mut text = trap.message();
+    for frame in trap.trace().iter().take(MAX_TRACE_FRAMES) {
+        let name = frame
+            .function_name()
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("<function {}>", frame.func_index()));
+        text.push_str(&format!(
+            "\n    at {name} ({}:0x{:x})",
+            frame.module_name(),
+            frame.module_offset()
+        ));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_root_alone_is_preopened_when_cwd_is_the_root() {
+        let list = preopens(Path::new("/"), &["etc".into()]);
+        assert_eq!(list, vec![("/".to_string(), "/".to_string())]);
+    }
+
+    #[test]
+    fn cwd_is_preopened_last_so_relative_paths_resolve_there() {
+        let list = preopens(Path::new("/app"), &["app".into(), "etc".into()]);
+        let names: Vec<_> = list.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, vec!["/", "/app", "/etc", "."]);
+        assert_eq!(list.last().unwrap().1, "/app");
+    }
+}

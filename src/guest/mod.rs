@@ -1,0 +1,160 @@
+//! The guest process: one OS process per container process, so that signals, namespaces and
+//! cgroups apply to it for real and the shim itself never runs guest code.
+//!
+//! The shim re-executes its own binary in a hidden mode ([`GUEST_MODE_ARG`]) — never a fork of
+//! the multi-threaded shim — and talks to it over two pipes:
+//!
+//! * control (shim → guest, guest fd 3): the [`RunPlan`] as one JSON line, later one byte
+//!   that means "start". EOF before that byte means "never start": the guest exits.
+//! * status (guest → shim, guest fd 4): one line, `ok` once the guest's filesystem is set up,
+//!   or `error <reason>`. `Create` answers only after it, so setup errors reach the client.
+//!
+//! Descriptors in the guest: 0/1 the container's stdin/stdout, 2 the shim log (so anything
+//! the engine prints lands in containerd's log, not in the container's output), 5 the
+//! container's stderr, 6 the module file opened by the shim.
+
+pub mod child;
+pub mod mounts;
+pub mod signals;
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+
+use crate::error::{Error, IoContext, Result};
+use crate::spec::RunPlan;
+
+/// argv[1] that makes the shim binary run as a guest process.
+pub const GUEST_MODE_ARG: &str = "__wasm_guest";
+
+/// Descriptor numbers inside the guest process.
+pub const CONTROL_FD: RawFd = 3;
+pub const STATUS_FD: RawFd = 4;
+pub const STDERR_FD: RawFd = 5;
+pub const MODULE_FD: RawFd = 6;
+
+/// The byte on the control pipe that releases the guest.
+pub const START_BYTE: u8 = b'S';
+
+/// Descriptors handed to a new guest process.
+#[derive(Debug)]
+pub struct GuestFds {
+    pub stdin: OwnedFd,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+    /// Where the guest process logs (the bundle's `log` FIFO, or /dev/null).
+    pub log: OwnedFd,
+    /// The module, opened by the shim after checking it.
+    pub module: File,
+}
+
+/// A guest process that has been created: set up, compiling, waiting to be started.
+#[derive(Debug)]
+pub struct GuestProcess {
+    pub pid: i32,
+    /// The write end of the control pipe; `None` once the guest has been released.
+    control: Option<File>,
+}
+
+impl GuestProcess {
+    /// Starts a guest process for `plan` and waits until its filesystem is set up.
+    /// Blocking: call it from a blocking task.
+    pub fn spawn(plan: &RunPlan, fds: GuestFds) -> Result<GuestProcess> {
+        let (control_r, control_w) = pipe()?;
+        let (status_r, status_w) = pipe()?;
+        let mut command = Command::new("/proc/self/exe");
+        command
+            .arg0("containerd-shim-wasm-v1")
+            .arg(GUEST_MODE_ARG)
+            .env_clear()
+            .current_dir("/")
+            .stdin(Stdio::from(fds.stdin))
+            .stdout(Stdio::from(fds.stdout))
+            .stderr(Stdio::from(fds.log));
+        let targets = [
+            (control_r.as_raw_fd(), CONTROL_FD),
+            (status_w.as_raw_fd(), STATUS_FD),
+            (fds.stderr.as_raw_fd(), STDERR_FD),
+            (fds.module.as_raw_fd(), MODULE_FD),
+        ];
+        // SAFETY: the closure runs in the forked child before exec and only calls fcntl and
+        // dup2, which are async-signal-safe; it touches no memory shared with other threads.
+        unsafe {
+            command.pre_exec(move || place_fds(&targets));
+        }
+        let child = command.spawn().context(|| "start the guest process".into())?;
+        let pid = child.id() as i32;
+        // The child has its copies; ours of its ends must go so EOFs are seen.
+        drop((control_r, status_w, fds.stderr, fds.module));
+        let mut guest = GuestProcess {
+            pid,
+            control: Some(File::from(control_w)),
+        };
+        guest.send_plan(plan)?;
+        wait_ready(File::from(status_r))?;
+        Ok(guest)
+    }
+
+    fn send_plan(&mut self, plan: &RunPlan) -> Result<()> {
+        let mut line = serde_json::to_vec(plan).map_err(|e| Error::Internal(e.to_string()))?;
+        line.push(b'\n');
+        self.control
+            .as_mut()
+            .expect("control pipe is open until start")
+            .write_all(&line)
+            .context(|| "send the run plan to the guest process".into())
+    }
+
+    /// Releases the guest: it runs the module as soon as it is compiled.
+    pub fn start(&mut self) -> Result<()> {
+        let mut control = self
+            .control
+            .take()
+            .ok_or_else(|| Error::FailedPrecondition("the guest was already started".into()))?;
+        control
+            .write_all(&[START_BYTE])
+            .context(|| format!("release guest process {}", self.pid))
+    }
+}
+
+/// Reads the guest's one status line.
+fn wait_ready(status: File) -> Result<()> {
+    let mut line = String::new();
+    BufReader::new(status)
+        .read_line(&mut line)
+        .context(|| "read the guest process status".into())?;
+    match line.trim_end().split_once(' ') {
+        _ if line.trim_end() == "ok" => Ok(()),
+        Some(("error", why)) => Err(Error::InvalidArgument(why.to_string())),
+        _ => Err(Error::Internal(
+            "the guest process exited during setup; see the shim log".into(),
+        )),
+    }
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context(|| "create a pipe".into())
+}
+
+/// In the forked child: moves each source descriptor to its target number. Sources are first
+/// copied above every target so that no move overwrites a source that is still needed.
+fn place_fds(targets: &[(RawFd, RawFd)]) -> std::io::Result<()> {
+    let mut high = [0 as RawFd; 8];
+    for (i, (src, _)) in targets.iter().enumerate() {
+        // SAFETY: plain fcntl on a descriptor this process holds.
+        let fd = unsafe { libc::fcntl(*src, libc::F_DUPFD_CLOEXEC, 64) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        high[i] = fd;
+    }
+    for (i, (_, target)) in targets.iter().enumerate() {
+        // SAFETY: dup2 onto a fixed number; the new descriptor is not close-on-exec.
+        if unsafe { libc::dup2(high[i], *target) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,18 @@
+//! containerd-shim-wasm: a containerd runtime v2 shim that runs WASI modules with wasmer.
+//!
+//! The data path, top to bottom: `shim` (lifecycle with containerd) -> `task` (ttrpc) ->
+//! `service` (one method per RPC) -> `container` (state machine) -> `guest` (one OS process
+//! per container process) -> `engine` (wasmer). `spec` turns the OCI spec into a run plan,
+//! `rootfs` and `stdio` open what containerd hands over, `events` publishes off the RPC path.
+
+pub mod container;
+pub mod engine;
+pub mod error;
+pub mod events;
+pub mod guest;
+pub mod rootfs;
+pub mod service;
+pub mod shim;
+pub mod spec;
+pub mod stdio;
+pub mod task;

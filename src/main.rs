@@ -1,0 +1,27 @@
+//! `containerd-shim-wasm-v1`: flags and dispatch only.
+
+use containerd_shim_wasm::engine::wasmer::WASMER_VERSION;
+use containerd_shim_wasm::guest::{child, GUEST_MODE_ARG};
+use containerd_shim_wasm::shim::{WasmShim, RUNTIME_NAME};
+
+fn main() {
+    let arg1 = std::env::args_os().nth(1);
+    match arg1.as_ref().and_then(|a| a.to_str()) {
+        Some(GUEST_MODE_ARG) => child::main(),
+        Some("-v") | Some("--version") | Some("-version") => {
+            println!(
+                "containerd-shim-wasm-v1 {} (runtime {RUNTIME_NAME}, wasmer {WASMER_VERSION}, task API v2)",
+                env!("CARGO_PKG_VERSION")
+            );
+        }
+        _ => run_shim(),
+    }
+}
+
+fn run_shim() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("build the shim's tokio runtime");
+    runtime.block_on(containerd_shim::asynchronous::run::<WasmShim>(RUNTIME_NAME, None));
+}

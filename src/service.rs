@@ -1,0 +1,305 @@
+//! The task service's behaviour, one plain async method per RPC (no ttrpc types beyond the
+//! request and response messages), so tests can call them directly. `task.rs` only
+//! translates ttrpc calls to these methods.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use containerd_shim::api::{CreateTaskRequest, StateResponse};
+use containerd_shim::protos::protobuf::MessageField;
+use containerd_shim::ExitSignal;
+use log::{debug, info, warn};
+use tokio::sync::Mutex;
+
+use crate::container::{Container, ExitInfo, Process, StdioPaths};
+use crate::error::{Error, IoContext, Result};
+use crate::events::{timestamp, Events};
+use crate::guest::{GuestFds, GuestProcess};
+use crate::{rootfs, spec, stdio};
+
+/// Where compiled modules are cached unless `CONTAINERD_SHIM_WASM_CACHE_DIR` says otherwise.
+pub const DEFAULT_CACHE_DIR: &str = "/var/lib/containerd-shim-wasm/cache";
+pub const CACHE_DIR_ENV: &str = "CONTAINERD_SHIM_WASM_CACHE_DIR";
+
+/// The file in the bundle that records the init pid, so `delete` can end a guest whose shim
+/// is gone.
+pub const PID_FILE: &str = "init.pid";
+
+/// Exit status reported when the shim kills a process itself (SIGKILL).
+pub const EXIT_KILLED: u32 = 128 + libc::SIGKILL as u32;
+
+pub struct Service {
+    containers: Mutex<HashMap<String, Container>>,
+    events: Events,
+    exit: Arc<ExitSignal>,
+    cache_dir: PathBuf,
+}
+
+impl Service {
+    pub fn new(events: Events, exit: Arc<ExitSignal>) -> Service {
+        let cache_dir = std::env::var_os(CACHE_DIR_ENV)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CACHE_DIR));
+        Service {
+            containers: Mutex::new(HashMap::new()),
+            events,
+            exit,
+            cache_dir,
+        }
+    }
+
+    pub async fn create(&self, req: &CreateTaskRequest) -> Result<u32> {
+        let mut containers = self.containers.lock().await;
+        if containers.contains_key(&req.id) {
+            return Err(Error::AlreadyExists(format!("container {} already exists", req.id)));
+        }
+        if req.terminal {
+            return Err(Error::Unimplemented(
+                "a terminal (ctr run -t, kubectl run -t) is not supported by the wasm shim yet; run without a tty".into(),
+            ));
+        }
+        let bundle = PathBuf::from(&req.bundle);
+        let spec = spec::load_spec(&bundle)?;
+        let rootfs = spec::rootfs_path(&spec, &bundle)?;
+        let mounted = rootfs::mount(&req.rootfs, &rootfs)?;
+        let created = self.create_in_rootfs(req, &spec, &bundle, &rootfs).await;
+        let init = match created {
+            Ok(init) => init,
+            Err(e) => {
+                if mounted {
+                    let _ = rootfs::unmount(&rootfs);
+                }
+                return Err(e);
+            }
+        };
+        let pid = init.pid as u32;
+        info!("create id={} pid={pid} bundle={}", req.id, bundle.display());
+        self.events.task_create(&req.id, &req.bundle, pid);
+        containers.insert(
+            req.id.clone(),
+            Container {
+                id: req.id.clone(),
+                bundle,
+                rootfs,
+                rootfs_mounted: mounted,
+                init,
+            },
+        );
+        Ok(pid)
+    }
+
+    async fn create_in_rootfs(
+        &self,
+        req: &CreateTaskRequest,
+        spec: &oci_spec::runtime::Spec,
+        bundle: &Path,
+        rootfs: &Path,
+    ) -> Result<Process> {
+        let plan = spec::plan(&req.id, spec, rootfs, &self.cache_dir)?;
+        let module_host = rootfs::host_path(rootfs, &plan.module);
+        let module = File::open(&module_host)
+            .with_path("open the module", &plan.module)?;
+        let opened = stdio::open(&req.stdin, &req.stdout, &req.stderr)?;
+        let fds = GuestFds {
+            stdin: opened.stdin,
+            stdout: opened.stdout,
+            stderr: opened.stderr,
+            log: open_log(bundle),
+            module,
+        };
+        let guest = tokio::task::spawn_blocking(move || GuestProcess::spawn(&plan, fds))
+            .await
+            .map_err(|e| Error::Internal(format!("guest spawn task failed: {e}")))??;
+        write_pid_file(bundle, guest.pid);
+        let stdio = StdioPaths {
+            stdin: req.stdin.clone(),
+            stdout: req.stdout.clone(),
+            stderr: req.stderr.clone(),
+            terminal: req.terminal,
+        };
+        Ok(Process::new(guest, stdio, opened.stdin_hold))
+    }
+
+    pub async fn start(&self, id: &str, exec_id: &str) -> Result<u32> {
+        let mut containers = self.containers.lock().await;
+        let container = containers.get_mut(id).ok_or_else(|| Error::not_found_container(id))?;
+        let process = container.process_mut(exec_id)?;
+        process.start()?;
+        let pid = process.pid as u32;
+        info!("start id={id} pid={pid}");
+        self.events.task_start(id, pid);
+        Ok(pid)
+    }
+
+    pub async fn kill(&self, id: &str, exec_id: &str, signal: u32, all: bool) -> Result<()> {
+        let containers = self.containers.lock().await;
+        let container = containers.get(id).ok_or_else(|| Error::not_found_container(id))?;
+        info!("kill id={id} signal={signal} all={all}");
+        if all && exec_id.is_empty() {
+            // Every process of the container; one that already finished is not an error.
+            for pid in container.pids() {
+                let _ = signal_pid(pid as i32, signal);
+            }
+            return Ok(());
+        }
+        container.process(exec_id)?.kill(signal)
+    }
+
+    /// Waits until the process exits; returns at once if it already has.
+    pub async fn wait(&self, id: &str, exec_id: &str) -> Result<ExitInfo> {
+        let mut exit = {
+            let containers = self.containers.lock().await;
+            let container = containers.get(id).ok_or_else(|| Error::not_found_container(id))?;
+            container.process(exec_id)?.subscribe_exit()
+        };
+        let info = exit
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| Error::NotFound(format!("container {id} was deleted while waiting")))?;
+        Ok(info.expect("wait_for returned a recorded exit"))
+    }
+
+    pub async fn delete(&self, id: &str, exec_id: &str) -> Result<(u32, ExitInfo)> {
+        if !exec_id.is_empty() {
+            return Err(Error::not_found_exec(id, exec_id));
+        }
+        self.stop_if_never_started(id).await?;
+        let mut containers = self.containers.lock().await;
+        let container = containers.get(id).ok_or_else(|| Error::not_found_container(id))?;
+        container.check_deletable(exec_id)?;
+        let container = containers.remove(id).expect("checked above");
+        let pid = container.init.pid as u32;
+        let exit = container.init.exit().unwrap_or(ExitInfo {
+            status: EXIT_KILLED,
+            at: SystemTime::now(),
+        });
+        if container.rootfs_mounted {
+            if let Err(e) = rootfs::unmount(&container.rootfs) {
+                warn!("delete id={id}: {e}");
+            }
+        }
+        let _ = std::fs::remove_file(container.bundle.join(PID_FILE));
+        info!("delete id={id} pid={pid} exit_status={}", exit.status);
+        self.events.task_delete(id, pid, exit.status, exit.at);
+        Ok((pid, exit))
+    }
+
+    /// Deleting a created task ends its guest first, as runc's delete does.
+    async fn stop_if_never_started(&self, id: &str) -> Result<()> {
+        let exit = {
+            let containers = self.containers.lock().await;
+            let container = containers.get(id).ok_or_else(|| Error::not_found_container(id))?;
+            if container.init.status() != containerd_shim::api::Status::CREATED {
+                return Ok(());
+            }
+            let _ = signal_pid(container.init.pid, libc::SIGKILL as u32);
+            container.init.subscribe_exit()
+        };
+        let mut exit = exit;
+        let _ = exit.wait_for(Option::is_some).await;
+        Ok(())
+    }
+
+    pub async fn state(&self, id: &str, exec_id: &str) -> Result<StateResponse> {
+        let containers = self.containers.lock().await;
+        let container = containers.get(id).ok_or_else(|| Error::not_found_container(id))?;
+        let process = container.process(exec_id)?;
+        let mut resp = StateResponse {
+            id: id.to_string(),
+            bundle: container.bundle.display().to_string(),
+            pid: process.pid as u32,
+            status: process.status().into(),
+            stdin: process.stdio.stdin.clone(),
+            stdout: process.stdio.stdout.clone(),
+            stderr: process.stdio.stderr.clone(),
+            terminal: process.stdio.terminal,
+            exec_id: exec_id.to_string(),
+            ..Default::default()
+        };
+        if let Some(exit) = process.exit() {
+            resp.exit_status = exit.status;
+            resp.exited_at = MessageField::some(timestamp(exit.at));
+        }
+        Ok(resp)
+    }
+
+    pub async fn pids(&self, id: &str) -> Result<Vec<u32>> {
+        let containers = self.containers.lock().await;
+        let container = containers.get(id).ok_or_else(|| Error::not_found_container(id))?;
+        Ok(container.pids())
+    }
+
+    pub async fn close_io(&self, id: &str, exec_id: &str) -> Result<()> {
+        let mut containers = self.containers.lock().await;
+        let container = containers.get_mut(id).ok_or_else(|| Error::not_found_container(id))?;
+        container.process_mut(exec_id)?.close_stdin();
+        Ok(())
+    }
+
+    /// The init pid of a container, for Connect.
+    pub async fn init_pid(&self, id: &str) -> Option<u32> {
+        let containers = self.containers.lock().await;
+        containers.get(id).map(|c| c.init.pid as u32)
+    }
+
+    /// containerd asks the shim to exit; it does once no container is left.
+    pub async fn shutdown(&self) {
+        let containers = self.containers.lock().await;
+        if containers.is_empty() {
+            info!("shutdown: no containers left, exiting");
+            self.exit.signal();
+        } else {
+            debug!("shutdown: {} containers remain, staying up", containers.len());
+        }
+    }
+
+    /// Called by the exit observer for every reaped child: records the exit and publishes
+    /// TaskExit. Pids that are not a container process (already deleted) are ignored.
+    pub async fn on_exit(&self, pid: i32, code: i32) {
+        let mut containers = self.containers.lock().await;
+        let Some(container) = containers.values_mut().find(|c| c.init.pid == pid) else {
+            debug!("exit of unknown pid {pid} (status {code})");
+            return;
+        };
+        let status = code as u32;
+        if let Some(info) = container.init.set_exited(status, SystemTime::now()) {
+            info!("exit id={} pid={pid} status={status}", container.id);
+            self.events.task_exit(&container.id, "", pid as u32, status, info.at);
+        }
+    }
+}
+
+fn signal_pid(pid: i32, signal: u32) -> Result<()> {
+    let sig = nix::sys::signal::Signal::try_from(signal as i32)
+        .map_err(|_| Error::InvalidArgument(format!("invalid signal {signal}")))?;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig)
+        .map_err(|e| Error::io(format!("kill process {pid}"), e.into()))
+}
+
+/// The bundle's `log` FIFO, where containerd reads the shim's log; /dev/null if it has none.
+fn open_log(bundle: &Path) -> std::os::fd::OwnedFd {
+    let fifo = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(bundle.join("log"));
+    let file = fifo.or_else(|_| OpenOptions::new().write(true).open("/dev/null"));
+    match file {
+        Ok(file) => {
+            // The guest writes its log lines with plain blocking writes.
+            let fd = std::os::fd::OwnedFd::from(file);
+            let _ = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_WRONLY));
+            fd
+        }
+        Err(e) => panic!("/dev/null cannot be opened: {e}"),
+    }
+}
+
+fn write_pid_file(bundle: &Path, pid: i32) {
+    if let Err(e) = std::fs::write(bundle.join(PID_FILE), pid.to_string()) {
+        warn!("write {}: {e}", bundle.join(PID_FILE).display());
+    }
+}

@@ -1,0 +1,148 @@
+//! The shim binary's lifecycle with containerd: `start` (spawn or reuse the shim server),
+//! `delete` (clean up after a lost shim), the server's task service and its exit observer.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use containerd_shim::api::DeleteResponse;
+use containerd_shim::monitor::{monitor_subscribe, Subject, Topic};
+use containerd_shim::protos::protobuf::MessageField;
+use containerd_shim::publisher::RemotePublisher;
+use containerd_shim::{spawn, Config, ExitSignal, Flags, Shim, StartOpts};
+use log::{info, warn};
+
+use crate::events::{timestamp, Events};
+use crate::service::{Service, EXIT_KILLED, PID_FILE};
+use crate::task::TaskService;
+use crate::{rootfs, spec};
+
+/// The runtime name containerd knows this shim by.
+pub const RUNTIME_NAME: &str = "io.containerd.wasm.v1";
+
+/// The annotation CRI puts on every container of a pod: containers that share it share one
+/// shim process.
+const SANDBOX_ID_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
+
+pub struct WasmShim {
+    exit: Arc<ExitSignal>,
+    namespace: String,
+    bundle: PathBuf,
+}
+
+#[async_trait]
+impl Shim for WasmShim {
+    type T = TaskService;
+
+    async fn new(_runtime_id: &str, args: &Flags, _config: &mut Config) -> Self {
+        let bundle = if args.bundle.is_empty() {
+            std::env::current_dir().unwrap_or_default()
+        } else {
+            PathBuf::from(&args.bundle)
+        };
+        WasmShim {
+            exit: Arc::new(ExitSignal::default()),
+            namespace: args.namespace.clone(),
+            bundle,
+        }
+    }
+
+    /// Starts the shim server, or points containerd at the pod's existing one: the socket
+    /// address is derived from the grouping id, so a second container of a pod finds it.
+    async fn start_shim(&mut self, opts: StartOpts) -> containerd_shim::Result<String> {
+        let grouping = grouping_id(&self.bundle).unwrap_or_else(|| opts.id.clone());
+        let address = spawn(opts, &grouping, Vec::new()).await?;
+        // containerd reads the address back from the bundle when it reconnects.
+        std::fs::write(self.bundle.join("address"), &address).map_err(|e| {
+            containerd_shim::Error::IoError {
+                context: "write the shim address file".into(),
+                err: e,
+            }
+        })?;
+        Ok(address)
+    }
+
+    /// Run by containerd when it lost the shim: end the guest if it still runs, unmount the
+    /// rootfs, and report the task as killed (137), as runc's shim does.
+    async fn delete_shim(&mut self) -> containerd_shim::Result<DeleteResponse> {
+        let pid = kill_leftover_guest(&self.bundle);
+        if let Some(root) = spec::load_spec(&self.bundle)
+            .ok()
+            .and_then(|s| spec::rootfs_path(&s, &self.bundle).ok())
+        {
+            if let Err(e) = rootfs::unmount(&root) {
+                warn!("delete: {e}");
+            }
+        }
+        Ok(DeleteResponse {
+            pid: pid.unwrap_or(0) as u32,
+            exit_status: EXIT_KILLED,
+            exited_at: MessageField::some(timestamp(SystemTime::now())),
+            ..Default::default()
+        })
+    }
+
+    async fn wait(&mut self) {
+        self.exit.wait().await
+    }
+
+    async fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
+        let events = Events::spawn(publisher, self.namespace.clone());
+        let service = Arc::new(Service::new(events, self.exit.clone()));
+        observe_exits(service.clone()).await;
+        TaskService::new(service)
+    }
+}
+
+/// Feeds every child exit the crate's reaper sees to the service. Subscribed before the server
+/// takes requests, so no guest can exit unobserved.
+async fn observe_exits(service: Arc<Service>) {
+    let mut exits = match monitor_subscribe(Topic::Pid).await {
+        Ok(subscription) => subscription,
+        Err(e) => {
+            warn!("cannot observe process exits: {e}");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        while let Some(exit) = exits.rx.recv().await {
+            if let Subject::Pid(pid) = exit.subject {
+                service.on_exit(pid, exit.exit_code).await;
+            }
+        }
+        info!("exit observer stopped");
+    });
+}
+
+/// The pod's sandbox id from the bundle's spec, if CRI created this container.
+fn grouping_id(bundle: &Path) -> Option<String> {
+    let spec = spec::load_spec(bundle).ok()?;
+    spec.annotations()
+        .as_ref()?
+        .get(SANDBOX_ID_ANNOTATION)
+        .filter(|id| !id.is_empty())
+        .cloned()
+}
+
+/// SIGKILLs the guest recorded in the bundle's pid file, if that process is still ours.
+fn kill_leftover_guest(bundle: &Path) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(bundle.join(PID_FILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    // Only a process running this binary in guest mode may be killed: the pid may have been
+    // reused since.
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let is_guest = cmdline
+        .split(|b| *b == 0)
+        .any(|arg| arg == crate::guest::GUEST_MODE_ARG.as_bytes());
+    if is_guest {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    Some(pid)
+}

@@ -1,0 +1,474 @@
+//! From the bundle's OCI spec to a [`RunPlan`]: what the guest process needs to run the module.
+//!
+//! Everything here is decided in the shim, before any guest process exists, so that a bad
+//! config.json or a bad entrypoint fails `Create` with a message `ctr` and the kubelet show.
+//! Paths inside the container are resolved by [`crate::rootfs`], never by the host's resolver.
+
+use std::path::{Component, Path, PathBuf};
+
+use oci_spec::runtime::{Mount, Spec};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::rootfs;
+
+/// Used when the spec has no PATH, as runc's default spec and containerd's `oci` package do.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The first bytes of every WebAssembly binary module.
+pub const WASM_MAGIC: &[u8; 4] = b"\0asm";
+
+/// What a guest process is asked to do: handed from the shim to the guest as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunPlan {
+    /// The container id, for log lines.
+    pub id: String,
+    /// Host path of the mounted container root filesystem.
+    pub rootfs: PathBuf,
+    /// `root.readonly` from the spec.
+    pub readonly_root: bool,
+    /// The module, as a path inside the container (symlinks resolved).
+    pub module: PathBuf,
+    /// argv exactly as the spec gives it (argv[0] included).
+    pub args: Vec<String>,
+    /// The environment exactly as the spec gives it, split on the first `=`.
+    pub env: Vec<(String, String)>,
+    /// `process.cwd`, a path inside the container.
+    pub cwd: PathBuf,
+    /// The spec's mounts that the guest gets, in spec order.
+    pub mounts: Vec<MountPlan>,
+    /// Where compiled modules are kept on the host.
+    pub cache_dir: PathBuf,
+}
+
+/// One mount of the spec, as the guest process performs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountPlan {
+    /// Path inside the container.
+    pub destination: PathBuf,
+    pub kind: MountKind,
+    pub readonly: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MountKind {
+    /// A bind mount of a host file or directory.
+    Bind { source: PathBuf, recursive: bool },
+    /// A fresh tmpfs with the spec's data options (size, mode).
+    Tmpfs { data: String },
+    /// A tmpfs `/dev` with the devices runc creates by default (null, zero, full, random, urandom, tty).
+    Dev,
+}
+
+/// Kernel filesystems that a WASI guest has no interface to use. Skipping them also keeps
+/// host information (/proc, /sys) out of the guest's view; see the README's "Filesystem".
+const SKIPPED_MOUNT_TYPES: &[&str] = &["proc", "sysfs", "devpts", "mqueue", "cgroup", "cgroup2"];
+
+/// Reads `config.json` from the bundle, with an error that says what is wrong with it.
+pub fn load_spec(bundle: &Path) -> Result<Spec> {
+    let path = bundle.join("config.json");
+    Spec::load(&path).map_err(|e| {
+        Error::InvalidArgument(format!(
+            "cannot read the OCI spec {}: {e}; the bundle's config.json must be a valid OCI runtime spec",
+            path.display()
+        ))
+    })
+}
+
+/// The host path of the container's root filesystem: `root.path`, relative to the bundle.
+pub fn rootfs_path(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
+    let root = spec
+        .root()
+        .as_ref()
+        .ok_or_else(|| Error::InvalidArgument("the OCI spec has no root".into()))?;
+    Ok(bundle.join(root.path()))
+}
+
+/// Builds the plan for the container's init process from its spec.
+pub fn plan(id: &str, spec: &Spec, rootfs: &Path, cache_dir: &Path) -> Result<RunPlan> {
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| Error::InvalidArgument("the OCI spec has no process".into()))?;
+    let args = process.args().clone().unwrap_or_default();
+    let env = parse_env(process.env().as_deref().unwrap_or_default())?;
+    let cwd = process.cwd().clone();
+    if !cwd.is_absolute() {
+        return Err(Error::InvalidArgument(format!(
+            "process.cwd {} must be an absolute path",
+            cwd.display()
+        )));
+    }
+    let module = resolve_entrypoint(rootfs, &args, &env, &cwd)?;
+    let readonly_root = spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false);
+    let mounts = spec.mounts().as_deref().unwrap_or_default();
+    Ok(RunPlan {
+        id: id.to_string(),
+        rootfs: rootfs.to_path_buf(),
+        readonly_root,
+        module,
+        args,
+        env,
+        cwd,
+        mounts: plan_mounts(mounts)?,
+        cache_dir: cache_dir.to_path_buf(),
+    })
+}
+
+/// Splits OCI `K=V` strings on the first `=`; an entry without `=` is a broken spec.
+pub fn parse_env(env: &[String]) -> Result<Vec<(String, String)>> {
+    env.iter()
+        .map(|entry| match entry.split_once('=') {
+            Some(("", _)) => Err(Error::InvalidArgument(format!(
+                "process.env entry {entry:?} has an empty name"
+            ))),
+            Some((key, value)) => Ok((key.to_string(), value.to_string())),
+            None => Err(Error::InvalidArgument(format!(
+                "process.env entry {entry:?} is not of the form NAME=VALUE"
+            ))),
+        })
+        .collect()
+}
+
+/// Resolves `process.args[0]` inside the container as runc does, and checks it is a wasm module.
+///
+/// An absolute path is taken from the container root, a relative path with a `/` from
+/// `process.cwd`, and a bare name is looked up on the spec's PATH. Returns the module's path
+/// inside the container with symlinks resolved.
+pub fn resolve_entrypoint(
+    rootfs: &Path,
+    args: &[String],
+    env: &[(String, String)],
+    cwd: &Path,
+) -> Result<PathBuf> {
+    let entry = args.first().filter(|a| !a.is_empty()).ok_or_else(|| {
+        Error::InvalidArgument(
+            "process.args is empty: the first argument must name the .wasm module to run".into(),
+        )
+    })?;
+    let candidates = entrypoint_candidates(entry, env, cwd);
+    let mut last_err = None;
+    for candidate in &candidates {
+        match check_module(rootfs, candidate) {
+            Ok(resolved) => return Ok(resolved),
+            Err(EntryError::Missing) if candidates.len() > 1 => continue,
+            Err(e) => {
+                last_err = Some(e);
+                break;
+            }
+        }
+    }
+    Err(match last_err {
+        Some(e) => e.into_error(entry, candidates.last().map(PathBuf::as_path)),
+        None => Error::InvalidArgument(format!(
+            "entrypoint {entry:?} not found: no file of that name in any directory of the container's PATH ({})",
+            path_var(env)
+        )),
+    })
+}
+
+/// The container paths where `entry` may be, in lookup order.
+fn entrypoint_candidates(entry: &str, env: &[(String, String)], cwd: &Path) -> Vec<PathBuf> {
+    if entry.starts_with('/') {
+        vec![PathBuf::from(entry)]
+    } else if entry.contains('/') {
+        vec![cwd.join(entry)]
+    } else {
+        path_var(env)
+            .split(':')
+            .filter(|dir| !dir.is_empty())
+            .map(|dir| Path::new(dir).join(entry))
+            .map(|p| if p.is_absolute() { p } else { cwd.join(p) })
+            .collect()
+    }
+}
+
+fn path_var(env: &[(String, String)]) -> &str {
+    env.iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or(DEFAULT_PATH)
+}
+
+/// Why a candidate entrypoint is not a runnable module.
+#[derive(Debug)]
+enum EntryError {
+    Missing,
+    NotAFile,
+    NotWasm(&'static str),
+    Unreadable(std::io::Error),
+}
+
+impl EntryError {
+    fn into_error(self, entry: &str, path: Option<&Path>) -> Error {
+        let at = match path {
+            Some(p) if p.as_os_str() != entry => format!("entrypoint {entry:?} ({})", p.display()),
+            _ => format!("entrypoint {entry:?}"),
+        };
+        let why = match self {
+            EntryError::Missing => "does not exist in the container's root filesystem".to_string(),
+            EntryError::NotAFile => "is not a regular file".to_string(),
+            EntryError::NotWasm(kind) => format!(
+                "is not a WebAssembly module ({kind}); the wasm runtime runs only .wasm modules, use runc for native images"
+            ),
+            EntryError::Unreadable(e) => format!("cannot be read: {e}"),
+        };
+        Error::InvalidArgument(format!("{at} {why}"))
+    }
+}
+
+/// Checks one candidate: resolves it inside the root and reads its magic number.
+fn check_module(rootfs: &Path, candidate: &Path) -> Result<PathBuf, EntryError> {
+    let resolved = rootfs::resolve(rootfs, candidate).map_err(EntryError::Unreadable)?;
+    let host = rootfs::host_path(rootfs, &resolved);
+    let meta = match std::fs::symlink_metadata(&host) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(EntryError::Missing),
+        Err(e) => return Err(EntryError::Unreadable(e)),
+    };
+    if !meta.is_file() {
+        return Err(EntryError::NotAFile);
+    }
+    let mut magic = [0u8; 4];
+    let n = read_prefix(&host, &mut magic).map_err(EntryError::Unreadable)?;
+    match classify(&magic[..n]) {
+        None => Ok(resolved),
+        Some(kind) => Err(EntryError::NotWasm(kind)),
+    }
+}
+
+fn read_prefix(path: &Path, buf: &mut [u8]) -> std::io::Result<usize> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(filled)
+}
+
+/// `None` for a wasm module, else a short description of what the file is instead.
+fn classify(prefix: &[u8]) -> Option<&'static str> {
+    match prefix {
+        p if p == WASM_MAGIC => None,
+        [0x7f, b'E', b'L', b'F'] => Some("it is an ELF executable"),
+        [b'#', b'!', ..] => Some("it is a script"),
+        [] => Some("it is empty"),
+        p if p.iter().all(|b| b.is_ascii()) => Some("it is a text file"),
+        _ => Some("unknown file type"),
+    }
+}
+
+/// Turns the spec's mounts into the ones the guest performs, refusing what it cannot honour.
+fn plan_mounts(mounts: &[Mount]) -> Result<Vec<MountPlan>> {
+    let mut planned = Vec::new();
+    for mount in mounts {
+        if let Some(plan) = plan_mount(mount)? {
+            planned.push(plan);
+        }
+    }
+    Ok(planned)
+}
+
+fn plan_mount(mount: &Mount) -> Result<Option<MountPlan>> {
+    let destination = clean_destination(mount.destination())?;
+    let options = mount.options().as_deref().unwrap_or_default();
+    let has = |o: &str| options.iter().any(|x| x == o);
+    let typ = mount.typ().as_deref().unwrap_or("");
+    let readonly = has("ro");
+    let kind = if typ == "bind" || has("bind") || has("rbind") {
+        let source = mount.source().clone().ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "bind mount at {} has no source",
+                destination.display()
+            ))
+        })?;
+        MountKind::Bind {
+            source,
+            recursive: has("rbind"),
+        }
+    } else if typ == "tmpfs" && destination == Path::new("/dev") {
+        MountKind::Dev
+    } else if typ == "tmpfs" {
+        MountKind::Tmpfs {
+            data: tmpfs_data(options),
+        }
+    } else if SKIPPED_MOUNT_TYPES.contains(&typ) {
+        return Ok(None);
+    } else {
+        return Err(Error::InvalidArgument(format!(
+            "mount at {} has type {typ:?}, which the wasm runtime does not support (bind and tmpfs are)",
+            destination.display()
+        )));
+    };
+    Ok(Some(MountPlan {
+        destination,
+        kind,
+        readonly,
+    }))
+}
+
+/// Keeps the tmpfs options that are data (size, mode, nr_inodes), not mount flags.
+fn tmpfs_data(options: &[String]) -> String {
+    options
+        .iter()
+        .filter(|o| o.starts_with("size=") || o.starts_with("mode=") || o.starts_with("nr_"))
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A mount destination must be absolute and must not climb out with `..`.
+fn clean_destination(dest: &Path) -> Result<PathBuf> {
+    if !dest.is_absolute() || dest.components().any(|c| c == Component::ParentDir) {
+        return Err(Error::InvalidArgument(format!(
+            "mount destination {} must be an absolute path without '..'",
+            dest.display()
+        )));
+    }
+    Ok(dest.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::symlink;
+
+    fn rootfs() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join("bin")).unwrap();
+        fs::create_dir_all(root.join("app/sub")).unwrap();
+        fs::write(root.join("app/app.wasm"), b"\0asm\x01\0\0\0").unwrap();
+        fs::write(root.join("bin/tool.wasm"), b"\0asm\x01\0\0\0").unwrap();
+        fs::write(root.join("bin/native"), b"\x7fELF\x02\x01").unwrap();
+        fs::write(root.join("notes.txt"), b"hello").unwrap();
+        fs::write(root.join("empty.wasm"), b"").unwrap();
+        symlink("/app/app.wasm", root.join("bin/link.wasm")).unwrap();
+        symlink("../../../../../etc/passwd", root.join("escape.wasm")).unwrap();
+        dir
+    }
+
+    fn args(a: &str) -> Vec<String> {
+        vec![a.to_string(), "x".to_string()]
+    }
+
+    fn env(path: &str) -> Vec<(String, String)> {
+        vec![("PATH".into(), path.into())]
+    }
+
+    fn resolve(root: &Path, entry: &str, cwd: &str) -> Result<PathBuf> {
+        resolve_entrypoint(root, &args(entry), &env("/bin:/usr/bin"), Path::new(cwd))
+    }
+
+    fn message(r: Result<PathBuf>) -> String {
+        r.expect_err("expected an error").to_string()
+    }
+
+    #[test]
+    fn absolute_relative_and_bare_entrypoints_resolve_inside_the_root() {
+        let dir = rootfs();
+        let root = dir.path();
+        assert_eq!(resolve(root, "/app/app.wasm", "/").unwrap(), Path::new("/app/app.wasm"));
+        assert_eq!(resolve(root, "./app.wasm", "/app").unwrap(), Path::new("/app/app.wasm"));
+        assert_eq!(resolve(root, "../app.wasm", "/app/sub").unwrap(), Path::new("/app/app.wasm"));
+        assert_eq!(resolve(root, "tool.wasm", "/").unwrap(), Path::new("/bin/tool.wasm"));
+        assert_eq!(resolve(root, "link.wasm", "/").unwrap(), Path::new("/app/app.wasm"));
+    }
+
+    #[test]
+    fn bad_entrypoints_name_the_path_and_the_reason() {
+        let dir = rootfs();
+        let root = dir.path();
+        let missing = message(resolve(root, "/nope.wasm", "/"));
+        assert!(missing.contains("\"/nope.wasm\"") && missing.contains("does not exist"), "{missing}");
+        let directory = message(resolve(root, "/app", "/"));
+        assert!(directory.contains("not a regular file"), "{directory}");
+        let elf = message(resolve(root, "/bin/native", "/"));
+        assert!(elf.contains("ELF") && elf.contains("not a WebAssembly module"), "{elf}");
+        let text = message(resolve(root, "/notes.txt", "/"));
+        assert!(text.contains("text file"), "{text}");
+        let empty = message(resolve(root, "/empty.wasm", "/"));
+        assert!(empty.contains("empty"), "{empty}");
+        let bare = message(resolve(root, "ghost.wasm", "/"));
+        assert!(bare.contains("PATH") && bare.contains("/bin:/usr/bin"), "{bare}");
+        let none = message(resolve_entrypoint(root, &[], &[], Path::new("/")));
+        assert!(none.contains("process.args is empty"), "{none}");
+    }
+
+    #[test]
+    fn a_symlink_cannot_point_the_entrypoint_outside_the_root() {
+        let dir = rootfs();
+        // ../../etc/passwd from the root is /etc/passwd *inside* the root, which does not exist.
+        let err = message(resolve(dir.path(), "/escape.wasm", "/"));
+        assert!(err.contains("does not exist"), "{err}");
+        assert!(!err.contains(dir.path().to_str().unwrap()), "host path leaked: {err}");
+    }
+
+    #[test]
+    fn env_splits_on_the_first_equals_sign() {
+        let parsed = parse_env(&["A=1".into(), "B=x=y".into(), "C=".into()]).unwrap();
+        assert_eq!(
+            parsed,
+            vec![
+                ("A".into(), "1".into()),
+                ("B".into(), "x=y".into()),
+                ("C".into(), String::new())
+            ]
+        );
+        assert!(parse_env(&["NOEQUALS".into()]).unwrap_err().to_string().contains("NAME=VALUE"));
+        assert!(parse_env(&["=v".into()]).is_err());
+    }
+
+    fn spec_json(extra_mounts: &str) -> Spec {
+        let json = format!(
+            r#"{{"ociVersion":"1.0.2","root":{{"path":"rootfs","readonly":true}},
+            "process":{{"args":["/app/app.wasm","a b","--flag"],"env":["PATH=/bin","K=V=W"],"cwd":"/app"}},
+            "mounts":[{{"destination":"/proc","type":"proc","source":"proc"}},
+                      {{"destination":"/dev","type":"tmpfs","source":"tmpfs","options":["nosuid","strictatime","mode=755","size=65536k"]}},
+                      {{"destination":"/tmp","type":"tmpfs","source":"tmpfs","options":["size=1m"]}},
+                      {{"destination":"/data","type":"bind","source":"/srv/data","options":["rbind","ro"]}}
+                      {extra_mounts}]}}"#
+        );
+        serde_json::from_str(&json).unwrap()
+    }
+
+    #[test]
+    fn the_plan_carries_argv_env_cwd_and_mounts_from_the_spec() {
+        let dir = rootfs();
+        let plan = plan("c1", &spec_json(""), dir.path(), Path::new("/cache")).unwrap();
+        assert_eq!(plan.args, vec!["/app/app.wasm", "a b", "--flag"]);
+        assert_eq!(plan.env[1], ("K".to_string(), "V=W".to_string()));
+        assert_eq!(plan.cwd, Path::new("/app"));
+        assert_eq!(plan.module, Path::new("/app/app.wasm"));
+        assert!(plan.readonly_root);
+        let dests: Vec<_> = plan.mounts.iter().map(|m| m.destination.clone()).collect();
+        assert_eq!(dests, vec![PathBuf::from("/dev"), "/tmp".into(), "/data".into()]);
+        assert_eq!(plan.mounts[0].kind, MountKind::Dev);
+        assert_eq!(plan.mounts[1].kind, MountKind::Tmpfs { data: "size=1m".into() });
+        assert_eq!(
+            plan.mounts[2],
+            MountPlan {
+                destination: "/data".into(),
+                kind: MountKind::Bind { source: "/srv/data".into(), recursive: true },
+                readonly: true
+            }
+        );
+    }
+
+    #[test]
+    fn unsupported_or_escaping_mounts_are_refused() {
+        let dir = rootfs();
+        let nfs = r#",{"destination":"/n","type":"nfs","source":"x"}"#;
+        let err = plan("c", &spec_json(nfs), dir.path(), Path::new("/c")).unwrap_err();
+        assert!(err.to_string().contains("\"nfs\""), "{err}");
+        let up = r#",{"destination":"/a/../../x","type":"bind","source":"/tmp"}"#;
+        let err = plan("c", &spec_json(up), dir.path(), Path::new("/c")).unwrap_err();
+        assert!(err.to_string().contains("'..'"), "{err}");
+    }
+}

@@ -1,0 +1,213 @@
+// probe: a multi-tool guest that lets the shim's tests observe what a WASI module sees
+// (arguments, environment, filesystem, stdio, exit codes, traps, blocking and spinning).
+//
+// `probe SUBCOMMAND [ARGS...]`. Output is one item per line and nothing else, so tests
+// can compare it exactly. Every failure prints `error: <ErrorKind> <error>` on stderr and
+// exits 1: the ErrorKind name (NotFound, ReadOnlyFilesystem, PermissionDenied...) is what
+// tests assert on. Usage errors print `usage: ...` on stderr and exit 2.
+
+use std::fs;
+use std::io::{self, BufRead, BufWriter, Read, Write};
+use std::process::exit;
+
+fn main() {
+    // Collected lossily so that odd argv bytes are reported rather than panicking here.
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let rest: Vec<&str> = args.iter().skip(2).map(String::as_str).collect();
+    let cmd = args.get(1).map(String::as_str).unwrap_or("");
+
+    let result = match (cmd, rest.as_slice()) {
+        // Any further arguments are printed too: that is what tests pass to observe argv.
+        ("args", _) => print_lines(args.iter().cloned()),
+        ("env", []) => print_lines(
+            std::env::vars_os()
+                .map(|(k, v)| format!("{}={}", k.to_string_lossy(), v.to_string_lossy())),
+        ),
+        ("exit", [n]) => exit(parse(n)),
+        ("cat", []) => cat(),
+        ("read", [path]) => fs::read(path).and_then(|data| print_bytes(&data)),
+        ("write", [path, text]) => fs::write(path, text),
+        // Creates the file if it is missing, like a shell's `>>`.
+        ("append", [path, text]) => fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(text.as_bytes())),
+        ("ls", [path]) => ls(path),
+        ("pwd", []) => std::env::current_dir().map(|d| println!("{}", d.display())),
+        // Not create_dir_all: tests want to see AlreadyExists and missing parents.
+        ("mkdir", [path]) => fs::create_dir(path),
+        ("rm", [path]) => rm(path),
+        ("stat", [path]) => stat(path),
+        ("stdout-lines", [n]) => stdout_lines(parse(n)),
+        ("stderr", [text]) => {
+            eprintln!("{text}");
+            Ok(())
+        }
+        ("sleep", [secs]) => {
+            say("sleeping");
+            // Blocks inside the WASI poll_oneoff call, not in guest code.
+            std::thread::sleep(std::time::Duration::from_secs_f64(parse(secs)));
+            Ok(())
+        }
+        ("spin", []) => spin(),
+        ("read-stdin-line", []) => {
+            let mut line = String::new();
+            io::stdin().lock().read_line(&mut line).map(|_| {
+                println!("got: {}", line.trim_end_matches(['\n', '\r']));
+            })
+        }
+        ("alloc-forever", []) => alloc_forever(),
+        ("panic", []) => panic!("probe panic"),
+        _ => usage(),
+    };
+
+    if let Err(e) = result {
+        // Flush first so that what was printed before the error is not lost or reordered.
+        let _ = io::stdout().flush();
+        eprintln!("error: {:?} {}", e.kind(), e);
+        exit(1);
+    }
+    // Surface a failed final flush (e.g. a closed stdout) as an error instead of ignoring it.
+    if let Err(e) = io::stdout().flush() {
+        eprintln!("error: {:?} {}", e.kind(), e);
+        exit(1);
+    }
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: probe args | env | exit N | cat | read PATH | write PATH TEXT | \
+         append PATH TEXT | ls PATH | pwd | mkdir PATH | rm PATH | stat PATH | \
+         stdout-lines N | stderr TEXT | sleep SECS | spin | read-stdin-line | \
+         alloc-forever | panic"
+    );
+    exit(2);
+}
+
+fn parse<T: std::str::FromStr>(s: &str) -> T {
+    s.parse().unwrap_or_else(|_| usage())
+}
+
+/// Prints a line and flushes it at once, so a test waiting for it knows the guest got there.
+fn say(line: &str) {
+    let mut out = io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// One item per line, written and flushed as one block.
+fn print_lines(lines: impl IntoIterator<Item = String>) -> io::Result<()> {
+    let mut out = String::new();
+    for line in lines {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    print_bytes(out.as_bytes())
+}
+
+fn print_bytes(data: &[u8]) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    out.write_all(data)?;
+    out.flush()
+}
+
+fn cat() -> io::Result<()> {
+    // Echo each chunk as it arrives (not at EOF) so tests can interact with a running guest.
+    let mut stdin = io::stdin().lock();
+    let mut out = io::stdout().lock();
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        let n = match stdin.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        out.write_all(&buf[..n])?;
+        out.flush()?;
+    }
+    eprintln!("EOF");
+    Ok(())
+}
+
+fn ls(path: &str) -> io::Result<()> {
+    let mut names = fs::read_dir(path)?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<io::Result<Vec<_>>>()?;
+    names.sort();
+    print_lines(names)
+}
+
+fn rm(path: &str) -> io::Result<()> {
+    // symlink_metadata so a symlink to a directory is removed as a link, not followed.
+    if fs::symlink_metadata(path)?.is_dir() {
+        fs::remove_dir(path)
+    } else {
+        fs::remove_file(path)
+    }
+}
+
+/// Prints `<file|dir|symlink|other> <size in bytes>` on one line; symlinks are not followed.
+fn stat(path: &str) -> io::Result<()> {
+    let m = fs::symlink_metadata(path)?;
+    let t = m.file_type();
+    let kind = if t.is_symlink() {
+        "symlink"
+    } else if t.is_dir() {
+        "dir"
+    } else if t.is_file() {
+        "file"
+    } else {
+        "other"
+    };
+    println!("{kind} {}", m.len());
+    Ok(())
+}
+
+/// Writes `line 1`..`line N` with big buffered writes and exits straight away: tests check
+/// that output written just before proc_exit reaches the container's log.
+fn stdout_lines(n: u64) -> io::Result<()> {
+    let mut out = BufWriter::with_capacity(64 * 1024, io::stdout().lock());
+    for i in 1..=n {
+        writeln!(out, "line {i}")?;
+    }
+    out.flush()?;
+    drop(out);
+    exit(0)
+}
+
+/// Computes forever without a single syscall, so only the shim's own means (an epoch or
+/// signal interrupt, or killing the process) can stop it.
+fn spin() -> io::Result<()> {
+    say("spinning");
+    let mut x: u64 = 1;
+    loop {
+        // black_box keeps the optimiser from proving the loop useless and removing it.
+        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+    }
+}
+
+/// Allocates and touches 1 MiB blocks until memory runs out. try_reserve turns the failed
+/// memory.grow into an observable result instead of an abort.
+fn alloc_forever() -> io::Result<()> {
+    const MIB: usize = 1 << 20;
+    let mut blocks: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let mib = blocks.len();
+        let mut block = Vec::new();
+        if block.try_reserve_exact(MIB).is_err() || blocks.try_reserve(1).is_err() {
+            println!("allocation failed at {mib} MiB");
+            let _ = io::stdout().flush();
+            exit(12);
+        }
+        // Touch every byte so the memory is really used, not just reserved.
+        block.resize(MIB, 0xA5);
+        blocks.push(std::hint::black_box(block));
+        if blocks.len().is_multiple_of(64) {
+            println!("{} MiB", blocks.len());
+        }
+    }
+}

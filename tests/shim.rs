@@ -1,0 +1,429 @@
+//! Shim-level tests: the real `containerd-shim-wasm-v1` binary, started as containerd starts
+//! its server, driven over its real ttrpc socket, with a bundle, FIFOs and an events
+//! listener made here. No containerd: these pin the Task API semantics exactly.
+
+use std::io::Read;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use containerd_shim::api::{
+    CreateTaskRequest, DeleteRequest, Empty, KillRequest, PidsRequest,
+    ShutdownRequest, StartRequest, StateRequest, Status, WaitRequest, WaitResponse,
+};
+use containerd_shim::protos::api::{CloseIORequest, ExecProcessRequest, ForwardRequest, StatsRequest};
+use containerd_shim::protos::shim_async::{create_events, Events, TaskClient};
+use containerd_shim::protos::ttrpc::asynchronous::transport::Listener;
+use containerd_shim::protos::ttrpc::asynchronous::{Client, Server};
+use containerd_shim::protos::ttrpc::{self, context, Code};
+use containerd_shim::TtrpcContext;
+
+const SHIM: &str = env!("CARGO_BIN_EXE_containerd-shim-wasm-v1");
+
+/// Records the topic of every event the shim publishes, in order.
+#[derive(Default, Clone)]
+struct EventLog(Arc<Mutex<Vec<String>>>);
+
+#[async_trait]
+impl Events for EventLog {
+    async fn forward(&self, _ctx: &TtrpcContext, req: ForwardRequest) -> ttrpc::Result<Empty> {
+        self.0.lock().unwrap().push(req.envelope().topic().to_string());
+        Ok(Empty::default())
+    }
+}
+
+/// One shim server process with its bundle directory, events listener and client.
+struct ShimUnderTest {
+    dir: tempfile::TempDir,
+    shim: Child,
+    client: TaskClient,
+    events: EventLog,
+    _events_server: Server,
+    log: Arc<Mutex<String>>,
+    bundle_logs: Mutex<Vec<(String, Arc<Mutex<String>>)>>,
+}
+
+impl ShimUnderTest {
+    async fn start() -> ShimUnderTest {
+        let dir = tempfile::tempdir().unwrap();
+        let events = EventLog::default();
+        let events_path = dir.path().join("events.sock");
+        let listener = Listener::try_from(UnixListener::bind(&events_path).unwrap()).unwrap();
+        let mut events_server = Server::new()
+            .add_listener(listener)
+            .register_service(create_events(Arc::new(events.clone())));
+        events_server.start().await.unwrap();
+
+        // The shim server logs to the `log` FIFO in its working directory, as under containerd.
+        let log_fifo = dir.path().join("log");
+        mkfifo(&log_fifo);
+        let log = collect_fifo(log_fifo);
+
+        let socket = dir.path().join("shim.sock");
+        let shim = Command::new(SHIM)
+            .args(["-namespace", "shimtest", "-id", "shimtest", "-address", "/dev/null"])
+            .arg("-socket")
+            .arg(format!("unix://{}", socket.display()))
+            .current_dir(dir.path())
+            .env("TTRPC_ADDRESS", &events_path)
+            .env("CONTAINERD_SHIM_WASM_CACHE_DIR", dir.path().join("cache"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let client = connect(&socket).await;
+        ShimUnderTest {
+            dir,
+            shim,
+            client: TaskClient::new(client),
+            events,
+            _events_server: events_server,
+            log,
+            bundle_logs: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A bundle whose rootfs holds `module` at /app.wasm, run with `args`. Like containerd's,
+    /// it has a `log` FIFO, read into `bundle_log(id)`.
+    fn bundle(&self, id: &str, module: &[u8], args: &[&str]) -> PathBuf {
+        let bundle = self.dir.path().join(id);
+        std::fs::create_dir_all(bundle.join("rootfs")).unwrap();
+        mkfifo(&bundle.join("log"));
+        let log = collect_fifo(bundle.join("log"));
+        self.bundle_logs.lock().unwrap().push((id.to_string(), log));
+        std::fs::write(bundle.join("rootfs/app.wasm"), module).unwrap();
+        std::fs::write(bundle.join("rootfs/native"), b"\x7fELF\x02\x01\x01").unwrap();
+        let mut spec: serde_json::Value = serde_json::from_str(SPEC).unwrap();
+        spec["process"]["args"] = serde_json::json!(args);
+        std::fs::write(bundle.join("config.json"), spec.to_string()).unwrap();
+        bundle
+    }
+
+    async fn create(&self, id: &str, bundle: &Path, stdout: &Path, stderr: &Path) -> ttrpc::Result<u32> {
+        let req = CreateTaskRequest {
+            id: id.into(),
+            bundle: bundle.display().to_string(),
+            stdout: stdout.display().to_string(),
+            stderr: stderr.display().to_string(),
+            ..Default::default()
+        };
+        self.client.create(ctx(), &req).await.map(|r| r.pid)
+    }
+
+    async fn start_task(&self, id: &str) -> ttrpc::Result<u32> {
+        let req = StartRequest { id: id.into(), ..Default::default() };
+        self.client.start(ctx(), &req).await.map(|r| r.pid)
+    }
+
+    async fn wait(&self, id: &str) -> WaitResponse {
+        let req = WaitRequest { id: id.into(), ..Default::default() };
+        tokio::time::timeout(Duration::from_secs(60), self.client.wait(ctx(), &req))
+            .await
+            .expect("wait timed out")
+            .unwrap()
+    }
+
+    async fn kill(&self, id: &str, signal: u32) -> ttrpc::Result<Empty> {
+        let req = KillRequest { id: id.into(), signal, ..Default::default() };
+        self.client.kill(ctx(), &req).await
+    }
+
+    async fn delete(&self, id: &str) -> ttrpc::Result<containerd_shim::api::DeleteResponse> {
+        let req = DeleteRequest { id: id.into(), ..Default::default() };
+        self.client.delete(ctx(), &req).await
+    }
+
+    async fn status(&self, id: &str) -> Status {
+        let req = StateRequest { id: id.into(), ..Default::default() };
+        self.client.state(ctx(), &req).await.unwrap().status.enum_value().unwrap()
+    }
+
+    /// What was logged to a container's bundle `log` FIFO (its guest process logs there).
+    fn bundle_log(&self, id: &str) -> String {
+        let logs = self.bundle_logs.lock().unwrap();
+        let (_, log) = logs.iter().find(|(i, _)| i == id).expect("bundle made by this test");
+        let text = log.lock().unwrap().clone();
+        text
+    }
+
+    fn events(&self) -> Vec<String> {
+        self.events.0.lock().unwrap().clone()
+    }
+
+    /// Two output FIFOs with readers collecting what the guest writes.
+    fn outputs(&self, id: &str) -> (Output, Output) {
+        (Output::new(&self.dir.path().join(format!("{id}-out"))), Output::new(&self.dir.path().join(format!("{id}-err"))))
+    }
+
+    async fn stop(mut self) {
+        let _ = self.client.shutdown(ctx(), &ShutdownRequest::default()).await;
+        for _ in 0..50 {
+            if self.shim.try_wait().unwrap().is_some() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the shim did not exit after Shutdown with no containers left");
+    }
+}
+
+impl Drop for ShimUnderTest {
+    /// A failed test must not leave its shim behind (it ignores SIGTERM, as under containerd).
+    fn drop(&mut self) {
+        if self.shim.try_wait().ok().flatten().is_none() {
+            let _ = self.shim.kill();
+            let _ = self.shim.wait();
+        }
+    }
+}
+
+/// The shape of what `ctr run` hands a shim (see shared/fixtures/oci-spec/ctr-run.json):
+/// kernel filesystems, a tmpfs /dev, a PATH; args are filled in per test.
+const SPEC: &str = r#"{"ociVersion":"1.0.2-dev",
+ "process":{"user":{"uid":0,"gid":0},"args":[],"env":["PATH=/usr/local/bin:/usr/bin:/bin"],"cwd":"/"},
+ "root":{"path":"rootfs"},
+ "mounts":[{"destination":"/proc","type":"proc","source":"proc","options":["nosuid","noexec","nodev"]},
+  {"destination":"/dev","type":"tmpfs","source":"tmpfs","options":["nosuid","strictatime","mode=755","size=65536k"]},
+  {"destination":"/dev/pts","type":"devpts","source":"devpts","options":["nosuid","noexec"]},
+  {"destination":"/sys","type":"sysfs","source":"sysfs","options":["nosuid","noexec","nodev","ro"]},
+  {"destination":"/run","type":"tmpfs","source":"tmpfs","options":["nosuid","strictatime","mode=755","size=65536k"]}]}"#;
+
+struct Output {
+    path: PathBuf,
+    text: Arc<Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Output {
+    fn new(path: &Path) -> Output {
+        mkfifo(path);
+        let text = Arc::new(Mutex::new(String::new()));
+        let sink = text.clone();
+        let fifo = path.to_path_buf();
+        let reader = std::thread::spawn(move || {
+            let mut file = std::fs::File::open(fifo).unwrap();
+            let mut buf = String::new();
+            let _ = file.read_to_string(&mut buf);
+            sink.lock().unwrap().push_str(&buf);
+        });
+        // Wait until the reader has the FIFO open, as ctr has before it calls Create.
+        std::thread::sleep(Duration::from_millis(20));
+        Output { path: path.to_path_buf(), text, reader: Some(reader) }
+    }
+
+    /// Everything written, once every writer has closed (the guest has exited).
+    fn finish(mut self) -> String {
+        self.reader.take().unwrap().join().unwrap();
+        let text = self.text.lock().unwrap().clone();
+        text
+    }
+}
+
+fn mkfifo(path: &Path) {
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+}
+
+fn collect_fifo(path: PathBuf) -> Arc<Mutex<String>> {
+    let text = Arc::new(Mutex::new(String::new()));
+    let sink = text.clone();
+    std::thread::spawn(move || {
+        let mut file = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = file.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    text
+}
+
+async fn connect(socket: &Path) -> Client {
+    for _ in 0..100 {
+        if socket.exists() {
+            if let Ok(client) = Client::connect(&format!("unix://{}", socket.display())).await {
+                return client;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the shim server never listened on {}", socket.display());
+}
+
+fn ctx() -> context::Context {
+    context::with_timeout(30_000_000_000)
+}
+
+fn code(err: ttrpc::Error) -> (Code, String) {
+    match err {
+        ttrpc::Error::RpcStatus(s) => (s.code(), s.message().to_string()),
+        other => panic!("expected an RPC status, got {other:?}"),
+    }
+}
+
+fn wat(name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guests/wat").join(name);
+    wat::parse_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// An endless compute loop: no syscalls, so only a real signal to a real process stops it.
+const SPIN_WAT: &str = r#"(module
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (func (export "_start") (loop $l (br $l))))"#;
+
+#[tokio::test]
+async fn hello_runs_to_completion_with_events_in_containerd_order() {
+    let shim = ShimUnderTest::start().await;
+    let bundle = shim.bundle("hello", &wat("hello.wat"), &["/app.wasm"]);
+    let (out, err) = shim.outputs("hello");
+    let pid = shim.create("hello", &bundle, &out.path, &err.path).await.unwrap();
+    assert!(pid > 0);
+    assert_eq!(shim.status("hello").await, Status::CREATED);
+    assert_eq!(shim.start_task("hello").await.unwrap(), pid);
+    let exit = shim.wait("hello").await;
+    assert_eq!(exit.exit_status, 0);
+    assert!(exit.exited_at.seconds > 0);
+    assert_eq!(out.finish(), "hello from wat\n");
+    assert_eq!(err.finish(), "");
+    assert_eq!(shim.status("hello").await, Status::STOPPED);
+    let pids = shim.client.pids(ctx(), &PidsRequest { id: "hello".into(), ..Default::default() }).await.unwrap();
+    assert!(pids.processes.is_empty(), "an exited task has no live processes");
+    let deleted = shim.delete("hello").await.unwrap();
+    assert_eq!((deleted.pid, deleted.exit_status), (pid, 0));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        shim.events(),
+        vec!["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"]
+    );
+    let log = shim.log.lock().unwrap().clone();
+    assert!(log.contains("create id=hello"), "shim log: {log}");
+    let guest_log = shim.bundle_log("hello");
+    assert!(guest_log.contains("compiled module sha256:"), "guest log: {guest_log}");
+    shim.stop().await;
+}
+
+#[tokio::test]
+async fn proc_exit_code_and_trap_are_reported() {
+    let shim = ShimUnderTest::start().await;
+    let cases: [(&str, Vec<u8>, u32, &str); 2] = [
+        ("exit7", wat("exit.wat"), 7, ""),
+        ("trap", wat("trap.wat"), 134, "wasm trap: "),
+    ];
+    for (id, module, status, stderr) in cases {
+        let bundle = shim.bundle(id, &module, &["/app.wasm"]);
+        let (out, err) = shim.outputs(id);
+        shim.create(id, &bundle, &out.path, &err.path).await.unwrap();
+        shim.start_task(id).await.unwrap();
+        assert_eq!(shim.wait(id).await.exit_status, status, "{id}");
+        let err_text = err.finish();
+        assert!(err_text.starts_with(stderr), "{id} stderr: {err_text:?}");
+        if id == "trap" {
+            assert!(err_text.contains("unreachable"), "{err_text}");
+        }
+        out.finish();
+        shim.delete(id).await.unwrap();
+    }
+    shim.stop().await;
+}
+
+#[tokio::test]
+async fn sigterm_ends_a_compute_loop_and_a_second_kill_is_not_found() {
+    let shim = ShimUnderTest::start().await;
+    let bundle = shim.bundle("spin", SPIN_WAT.as_bytes(), &["/app.wasm"]);
+    let module = wat::parse_str(SPIN_WAT).unwrap();
+    std::fs::write(bundle.join("rootfs/app.wasm"), module).unwrap();
+    let (out, err) = shim.outputs("spin");
+    shim.create("spin", &bundle, &out.path, &err.path).await.unwrap();
+    shim.start_task("spin").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(shim.status("spin").await, Status::RUNNING);
+    let (c, _) = code(shim.delete("spin").await.unwrap_err());
+    assert_eq!(c, Code::FAILED_PRECONDITION, "delete of a running task");
+    shim.kill("spin", 15).await.unwrap();
+    assert_eq!(shim.wait("spin").await.exit_status, 143);
+    let (c, msg) = code(shim.kill("spin", 15).await.unwrap_err());
+    assert_eq!(c, Code::NOT_FOUND, "{msg}");
+    let (c, _) = code(shim.start_task("spin").await.unwrap_err());
+    assert_eq!(c, Code::FAILED_PRECONDITION);
+    out.finish();
+    err.finish();
+    shim.delete("spin").await.unwrap();
+    shim.stop().await;
+}
+
+#[tokio::test]
+async fn a_created_task_can_be_killed_or_deleted_before_start() {
+    let shim = ShimUnderTest::start().await;
+    for (id, kill) in [("killed", true), ("dropped", false)] {
+        let bundle = shim.bundle(id, &wat("hello.wat"), &["/app.wasm"]);
+        let (out, err) = shim.outputs(id);
+        shim.create(id, &bundle, &out.path, &err.path).await.unwrap();
+        if kill {
+            shim.kill(id, 9).await.unwrap();
+            assert_eq!(shim.wait(id).await.exit_status, 137);
+        }
+        let deleted = shim.delete(id).await.unwrap();
+        assert_eq!(deleted.exit_status, 137);
+        assert_eq!(out.finish(), "", "a task never started prints nothing");
+        err.finish();
+    }
+    shim.stop().await;
+}
+
+#[tokio::test]
+async fn bad_entrypoints_fail_create_and_the_shim_serves_on() {
+    let shim = ShimUnderTest::start().await;
+    let cases = [
+        ("/missing.wasm", "does not exist"),
+        ("/native", "ELF"),
+        ("/", "not a regular file"),
+    ];
+    for (i, (entry, why)) in cases.into_iter().enumerate() {
+        let id = format!("bad{i}");
+        let bundle = shim.bundle(&id, &wat("hello.wat"), &[entry]);
+        let (out, err) = shim.outputs(&id);
+        let (c, msg) = code(shim.create(&id, &bundle, &out.path, &err.path).await.unwrap_err());
+        assert_eq!(c, Code::INVALID_ARGUMENT, "{msg}");
+        assert!(msg.contains(entry) && msg.contains(why), "{entry}: {msg}");
+        assert!(!msg.contains(shim.dir.path().to_str().unwrap()), "host path in: {msg}");
+    }
+    let bundle = shim.dir.path().join("broken");
+    std::fs::create_dir_all(&bundle).unwrap();
+    std::fs::write(bundle.join("config.json"), b"{ not json").unwrap();
+    let (out, err) = shim.outputs("broken");
+    let (c, msg) = code(shim.create("broken", &bundle, &out.path, &err.path).await.unwrap_err());
+    assert_eq!(c, Code::INVALID_ARGUMENT);
+    assert!(msg.contains("config.json"), "{msg}");
+    // Still serving: a good task runs.
+    let bundle = shim.bundle("good", &wat("hello.wat"), &["/app.wasm"]);
+    let (out, err) = shim.outputs("good");
+    shim.create("good", &bundle, &out.path, &err.path).await.unwrap();
+    shim.start_task("good").await.unwrap();
+    assert_eq!(shim.wait("good").await.exit_status, 0);
+    assert_eq!(out.finish(), "hello from wat\n");
+    err.finish();
+    shim.delete("good").await.unwrap();
+    shim.stop().await;
+}
+
+#[tokio::test]
+async fn unsupported_calls_answer_unimplemented_and_unknown_ids_not_found() {
+    let shim = ShimUnderTest::start().await;
+    let exec = ExecProcessRequest { id: "x".into(), exec_id: "e".into(), ..Default::default() };
+    let (c, _) = code(shim.client.exec(ctx(), &exec).await.unwrap_err());
+    assert_eq!(c, Code::UNIMPLEMENTED);
+    let (c, _) = code(shim.client.stats(ctx(), &StatsRequest { id: "x".into(), ..Default::default() }).await.unwrap_err());
+    assert_eq!(c, Code::UNIMPLEMENTED);
+    let (c, _) = code(shim.kill("nope", 15).await.unwrap_err());
+    assert_eq!(c, Code::NOT_FOUND);
+    let close = CloseIORequest { id: "nope".into(), stdin: true, ..Default::default() };
+    let (c, _) = code(shim.client.close_io(ctx(), &close).await.unwrap_err());
+    assert_eq!(c, Code::NOT_FOUND);
+    shim.stop().await;
+}
