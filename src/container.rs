@@ -121,7 +121,10 @@ impl Process {
     /// Sends a signal to the process, as runc's shim does: an exited process is NotFound.
     pub fn kill(&self, signal: u32) -> Result<()> {
         if self.is_stopped() {
-            return Err(Error::NotFound(format!("process {} already finished", self.pid)));
+            return Err(Error::NotFound(format!(
+                "process {} already finished",
+                self.pid
+            )));
         }
         let sig = i32::try_from(signal)
             .ok()

@@ -72,9 +72,7 @@ impl Error {
             Error::AlreadyExists(_) => Code::ALREADY_EXISTS,
             Error::FailedPrecondition(_) => Code::FAILED_PRECONDITION,
             Error::Unimplemented(_) => Code::UNIMPLEMENTED,
-            Error::Io { source, .. } if source.kind() == io::ErrorKind::NotFound => {
-                Code::NOT_FOUND
-            }
+            Error::Io { source, .. } if source.kind() == io::ErrorKind::NotFound => Code::NOT_FOUND,
             Error::Io { .. } | Error::Internal(_) => Code::INTERNAL,
         }
     }
@@ -121,11 +119,23 @@ mod tests {
 
     #[test]
     fn errors_map_to_the_codes_containerd_expects() {
-        assert_eq!(code_of(Error::InvalidArgument("x".into())), Code::INVALID_ARGUMENT);
+        assert_eq!(
+            code_of(Error::InvalidArgument("x".into())),
+            Code::INVALID_ARGUMENT
+        );
         assert_eq!(code_of(Error::not_found_container("c")), Code::NOT_FOUND);
-        assert_eq!(code_of(Error::AlreadyExists("x".into())), Code::ALREADY_EXISTS);
-        assert_eq!(code_of(Error::FailedPrecondition("x".into())), Code::FAILED_PRECONDITION);
-        assert_eq!(code_of(Error::Unimplemented("x".into())), Code::UNIMPLEMENTED);
+        assert_eq!(
+            code_of(Error::AlreadyExists("x".into())),
+            Code::ALREADY_EXISTS
+        );
+        assert_eq!(
+            code_of(Error::FailedPrecondition("x".into())),
+            Code::FAILED_PRECONDITION
+        );
+        assert_eq!(
+            code_of(Error::Unimplemented("x".into())),
+            Code::UNIMPLEMENTED
+        );
         assert_eq!(code_of(Error::Internal("x".into())), Code::INTERNAL);
         let missing = io::Error::from(io::ErrorKind::NotFound);
         assert_eq!(code_of(Error::io("open x", missing)), Code::NOT_FOUND);
@@ -138,7 +148,11 @@ mod tests {
         let err = Error::io_path("open", Path::new("/a/b"), io::Error::from_raw_os_error(2));
         match ttrpc::Error::from(err) {
             ttrpc::Error::RpcStatus(status) => {
-                assert!(status.message().starts_with("open /a/b: "), "{}", status.message())
+                assert!(
+                    status.message().starts_with("open /a/b: "),
+                    "{}",
+                    status.message()
+                )
             }
             other => panic!("unexpected {other:?}"),
         }

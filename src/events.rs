@@ -100,7 +100,9 @@ const PUBLISH_TIMEOUT_NANOS: i64 = 5_000_000_000;
 
 /// A protobuf timestamp for a point in time.
 pub fn timestamp(at: SystemTime) -> Timestamp {
-    let since = at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let since = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
     Timestamp {
         seconds: since.as_secs() as i64,
         nanos: since.subsec_nanos() as i32,

@@ -23,5 +23,8 @@ fn run_shim() {
         .enable_all()
         .build()
         .expect("build the shim's tokio runtime");
-    runtime.block_on(containerd_shim::asynchronous::run::<WasmShim>(RUNTIME_NAME, None));
+    runtime.block_on(containerd_shim::asynchronous::run::<WasmShim>(
+        RUNTIME_NAME,
+        None,
+    ));
 }

@@ -142,6 +142,9 @@ mod tests {
         assert_eq!(r("/../../../etc").unwrap(), Path::new("/etc"));
         assert_eq!(r("a/./b/../b").unwrap(), Path::new("/a/b"));
         assert_eq!(r("/loop1").unwrap_err().raw_os_error(), Some(libc::ELOOP));
-        assert_eq!(host_path(root, Path::new("/etc/passwd")), root.join("etc/passwd"));
+        assert_eq!(
+            host_path(root, Path::new("/etc/passwd")),
+            root.join("etc/passwd")
+        );
     }
 }

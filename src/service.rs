@@ -55,7 +55,10 @@ impl Service {
     pub async fn create(&self, req: &CreateTaskRequest) -> Result<u32> {
         let mut containers = self.containers.lock().await;
         if containers.contains_key(&req.id) {
-            return Err(Error::AlreadyExists(format!("container {} already exists", req.id)));
+            return Err(Error::AlreadyExists(format!(
+                "container {} already exists",
+                req.id
+            )));
         }
         if req.terminal {
             return Err(Error::Unimplemented(
@@ -101,8 +104,7 @@ impl Service {
     ) -> Result<Process> {
         let plan = spec::plan(&req.id, spec, rootfs, &self.cache_dir)?;
         let module_host = rootfs::host_path(rootfs, &plan.module);
-        let module = File::open(&module_host)
-            .with_path("open the module", &plan.module)?;
+        let module = File::open(&module_host).with_path("open the module", &plan.module)?;
         let opened = stdio::open(&req.stdin, &req.stdout, &req.stderr)?;
         let fds = GuestFds {
             stdin: opened.stdin,
@@ -126,7 +128,9 @@ impl Service {
 
     pub async fn start(&self, id: &str, exec_id: &str) -> Result<u32> {
         let mut containers = self.containers.lock().await;
-        let container = containers.get_mut(id).ok_or_else(|| Error::not_found_container(id))?;
+        let container = containers
+            .get_mut(id)
+            .ok_or_else(|| Error::not_found_container(id))?;
         let process = container.process_mut(exec_id)?;
         process.start()?;
         let pid = process.pid as u32;
@@ -137,7 +141,9 @@ impl Service {
 
     pub async fn kill(&self, id: &str, exec_id: &str, signal: u32, all: bool) -> Result<()> {
         let containers = self.containers.lock().await;
-        let container = containers.get(id).ok_or_else(|| Error::not_found_container(id))?;
+        let container = containers
+            .get(id)
+            .ok_or_else(|| Error::not_found_container(id))?;
         info!("kill id={id} signal={signal} all={all}");
         if all && exec_id.is_empty() {
             // Every process of the container; one that already finished is not an error.
@@ -153,7 +159,9 @@ impl Service {
     pub async fn wait(&self, id: &str, exec_id: &str) -> Result<ExitInfo> {
         let mut exit = {
             let containers = self.containers.lock().await;
-            let container = containers.get(id).ok_or_else(|| Error::not_found_container(id))?;
+            let container = containers
+                .get(id)
+                .ok_or_else(|| Error::not_found_container(id))?;
             container.process(exec_id)?.subscribe_exit()
         };
         let info = exit
@@ -169,7 +177,9 @@ impl Service {
         }
         self.stop_if_never_started(id).await?;
         let mut containers = self.containers.lock().await;
-        let container = containers.get(id).ok_or_else(|| Error::not_found_container(id))?;
+        let container = containers
+            .get(id)
+            .ok_or_else(|| Error::not_found_container(id))?;
         container.check_deletable(exec_id)?;
         let container = containers.remove(id).expect("checked above");
         let pid = container.init.pid as u32;
@@ -192,7 +202,9 @@ impl Service {
     async fn stop_if_never_started(&self, id: &str) -> Result<()> {
         let exit = {
             let containers = self.containers.lock().await;
-            let container = containers.get(id).ok_or_else(|| Error::not_found_container(id))?;
+            let container = containers
+                .get(id)
+                .ok_or_else(|| Error::not_found_container(id))?;
             if container.init.status() != containerd_shim::api::Status::CREATED {
                 return Ok(());
             }
@@ -206,7 +218,9 @@ impl Service {
 
     pub async fn state(&self, id: &str, exec_id: &str) -> Result<StateResponse> {
         let containers = self.containers.lock().await;
-        let container = containers.get(id).ok_or_else(|| Error::not_found_container(id))?;
+        let container = containers
+            .get(id)
+            .ok_or_else(|| Error::not_found_container(id))?;
         let process = container.process(exec_id)?;
         let mut resp = StateResponse {
             id: id.to_string(),
@@ -229,13 +243,17 @@ impl Service {
 
     pub async fn pids(&self, id: &str) -> Result<Vec<u32>> {
         let containers = self.containers.lock().await;
-        let container = containers.get(id).ok_or_else(|| Error::not_found_container(id))?;
+        let container = containers
+            .get(id)
+            .ok_or_else(|| Error::not_found_container(id))?;
         Ok(container.pids())
     }
 
     pub async fn close_io(&self, id: &str, exec_id: &str) -> Result<()> {
         let mut containers = self.containers.lock().await;
-        let container = containers.get_mut(id).ok_or_else(|| Error::not_found_container(id))?;
+        let container = containers
+            .get_mut(id)
+            .ok_or_else(|| Error::not_found_container(id))?;
         container.process_mut(exec_id)?.close_stdin();
         Ok(())
     }
@@ -253,7 +271,10 @@ impl Service {
             info!("shutdown: no containers left, exiting");
             self.exit.signal();
         } else {
-            debug!("shutdown: {} containers remain, staying up", containers.len());
+            debug!(
+                "shutdown: {} containers remain, staying up",
+                containers.len()
+            );
         }
     }
 
@@ -268,7 +289,8 @@ impl Service {
         let status = code as u32;
         if let Some(info) = container.init.set_exited(status, SystemTime::now()) {
             info!("exit id={} pid={pid} status={status}", container.id);
-            self.events.task_exit(&container.id, "", pid as u32, status, info.at);
+            self.events
+                .task_exit(&container.id, "", pid as u32, status, info.at);
         }
     }
 }
@@ -291,7 +313,10 @@ fn open_log(bundle: &Path) -> std::os::fd::OwnedFd {
         Ok(file) => {
             // The guest writes its log lines with plain blocking writes.
             let fd = std::os::fd::OwnedFd::from(file);
-            let _ = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_WRONLY));
+            let _ = nix::fcntl::fcntl(
+                &fd,
+                nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_WRONLY),
+            );
             fd
         }
         Err(e) => panic!("/dev/null cannot be opened: {e}"),

@@ -100,7 +100,11 @@ pub fn plan(id: &str, spec: &Spec, rootfs: &Path, cache_dir: &Path) -> Result<Ru
         )));
     }
     let module = resolve_entrypoint(rootfs, &args, &env, &cwd)?;
-    let readonly_root = spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false);
+    let readonly_root = spec
+        .root()
+        .as_ref()
+        .and_then(|r| r.readonly())
+        .unwrap_or(false);
     let mounts = spec.mounts().as_deref().unwrap_or_default();
     Ok(RunPlan {
         id: id.to_string(),
@@ -374,11 +378,26 @@ mod tests {
     fn absolute_relative_and_bare_entrypoints_resolve_inside_the_root() {
         let dir = rootfs();
         let root = dir.path();
-        assert_eq!(resolve(root, "/app/app.wasm", "/").unwrap(), Path::new("/app/app.wasm"));
-        assert_eq!(resolve(root, "./app.wasm", "/app").unwrap(), Path::new("/app/app.wasm"));
-        assert_eq!(resolve(root, "../app.wasm", "/app/sub").unwrap(), Path::new("/app/app.wasm"));
-        assert_eq!(resolve(root, "tool.wasm", "/").unwrap(), Path::new("/bin/tool.wasm"));
-        assert_eq!(resolve(root, "link.wasm", "/").unwrap(), Path::new("/app/app.wasm"));
+        assert_eq!(
+            resolve(root, "/app/app.wasm", "/").unwrap(),
+            Path::new("/app/app.wasm")
+        );
+        assert_eq!(
+            resolve(root, "./app.wasm", "/app").unwrap(),
+            Path::new("/app/app.wasm")
+        );
+        assert_eq!(
+            resolve(root, "../app.wasm", "/app/sub").unwrap(),
+            Path::new("/app/app.wasm")
+        );
+        assert_eq!(
+            resolve(root, "tool.wasm", "/").unwrap(),
+            Path::new("/bin/tool.wasm")
+        );
+        assert_eq!(
+            resolve(root, "link.wasm", "/").unwrap(),
+            Path::new("/app/app.wasm")
+        );
     }
 
     #[test]
@@ -386,17 +405,26 @@ mod tests {
         let dir = rootfs();
         let root = dir.path();
         let missing = message(resolve(root, "/nope.wasm", "/"));
-        assert!(missing.contains("\"/nope.wasm\"") && missing.contains("does not exist"), "{missing}");
+        assert!(
+            missing.contains("\"/nope.wasm\"") && missing.contains("does not exist"),
+            "{missing}"
+        );
         let directory = message(resolve(root, "/app", "/"));
         assert!(directory.contains("not a regular file"), "{directory}");
         let elf = message(resolve(root, "/bin/native", "/"));
-        assert!(elf.contains("ELF") && elf.contains("not a WebAssembly module"), "{elf}");
+        assert!(
+            elf.contains("ELF") && elf.contains("not a WebAssembly module"),
+            "{elf}"
+        );
         let text = message(resolve(root, "/notes.txt", "/"));
         assert!(text.contains("text file"), "{text}");
         let empty = message(resolve(root, "/empty.wasm", "/"));
         assert!(empty.contains("empty"), "{empty}");
         let bare = message(resolve(root, "ghost.wasm", "/"));
-        assert!(bare.contains("PATH") && bare.contains("/bin:/usr/bin"), "{bare}");
+        assert!(
+            bare.contains("PATH") && bare.contains("/bin:/usr/bin"),
+            "{bare}"
+        );
         let none = message(resolve_entrypoint(root, &[], &[], Path::new("/")));
         assert!(none.contains("process.args is empty"), "{none}");
     }
@@ -407,7 +435,10 @@ mod tests {
         // ../../etc/passwd from the root is /etc/passwd *inside* the root, which does not exist.
         let err = message(resolve(dir.path(), "/escape.wasm", "/"));
         assert!(err.contains("does not exist"), "{err}");
-        assert!(!err.contains(dir.path().to_str().unwrap()), "host path leaked: {err}");
+        assert!(
+            !err.contains(dir.path().to_str().unwrap()),
+            "host path leaked: {err}"
+        );
     }
 
     #[test]
@@ -421,14 +452,17 @@ mod tests {
                 ("C".into(), String::new())
             ]
         );
-        assert!(parse_env(&["NOEQUALS".into()]).unwrap_err().to_string().contains("NAME=VALUE"));
+        assert!(parse_env(&["NOEQUALS".into()])
+            .unwrap_err()
+            .to_string()
+            .contains("NAME=VALUE"));
         assert!(parse_env(&["=v".into()]).is_err());
     }
 
     fn spec_json(extra_mounts: &str) -> Spec {
         let json = format!(
             r#"{{"ociVersion":"1.0.2","root":{{"path":"rootfs","readonly":true}},
-            "process":{{"args":["/app/app.wasm","a b","--flag"],"env":["PATH=/bin","K=V=W"],"cwd":"/app"}},
+            "process":{{"user":{{"uid":0,"gid":0}},"args":["/app/app.wasm","a b","--flag"],"env":["PATH=/bin","K=V=W"],"cwd":"/app"}},
             "mounts":[{{"destination":"/proc","type":"proc","source":"proc"}},
                       {{"destination":"/dev","type":"tmpfs","source":"tmpfs","options":["nosuid","strictatime","mode=755","size=65536k"]}},
                       {{"destination":"/tmp","type":"tmpfs","source":"tmpfs","options":["size=1m"]}},
@@ -448,14 +482,25 @@ mod tests {
         assert_eq!(plan.module, Path::new("/app/app.wasm"));
         assert!(plan.readonly_root);
         let dests: Vec<_> = plan.mounts.iter().map(|m| m.destination.clone()).collect();
-        assert_eq!(dests, vec![PathBuf::from("/dev"), "/tmp".into(), "/data".into()]);
+        assert_eq!(
+            dests,
+            vec![PathBuf::from("/dev"), "/tmp".into(), "/data".into()]
+        );
         assert_eq!(plan.mounts[0].kind, MountKind::Dev);
-        assert_eq!(plan.mounts[1].kind, MountKind::Tmpfs { data: "size=1m".into() });
+        assert_eq!(
+            plan.mounts[1].kind,
+            MountKind::Tmpfs {
+                data: "size=1m".into()
+            }
+        );
         assert_eq!(
             plan.mounts[2],
             MountPlan {
                 destination: "/data".into(),
-                kind: MountKind::Bind { source: "/srv/data".into(), recursive: true },
+                kind: MountKind::Bind {
+                    source: "/srv/data".into(),
+                    recursive: true
+                },
                 readonly: true
             }
         );

@@ -126,7 +126,11 @@ mod tests {
             std::io::ErrorKind::WouldBlock
         );
         drop(opened.stdin_hold);
-        assert_eq!(reader.read(&mut buf).unwrap(), 0, "EOF once the hold is gone");
+        assert_eq!(
+            reader.read(&mut buf).unwrap(),
+            0,
+            "EOF once the hold is gone"
+        );
     }
 
     #[test]
@@ -135,7 +139,12 @@ mod tests {
         let fifo = dir.path().join("out");
         mkfifo(&fifo);
         let log = dir.path().join("log.txt");
-        let opened = open("", fifo.to_str().unwrap(), &format!("file://{}", log.display())).unwrap();
+        let opened = open(
+            "",
+            fifo.to_str().unwrap(),
+            &format!("file://{}", log.display()),
+        )
+        .unwrap();
         File::from(opened.stderr).write_all(b"to file").unwrap();
         assert_eq!(std::fs::read(&log).unwrap(), b"to file");
         let err = open("", "binary:///usr/bin/logger", "").unwrap_err();

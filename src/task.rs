@@ -8,13 +8,13 @@ use async_trait::async_trait;
 use containerd_shim::api::{
     CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse,
     DeleteRequest, DeleteResponse, Empty, ExecProcessRequest, KillRequest, PauseRequest,
-    PidsRequest, PidsResponse, ResizePtyRequest, ResumeRequest, ShutdownRequest,
-    StartRequest, StartResponse, StateRequest, StateResponse, StatsRequest, StatsResponse,
-    UpdateTaskRequest, WaitRequest, WaitResponse,
+    PidsRequest, PidsResponse, ResizePtyRequest, ResumeRequest, ShutdownRequest, StartRequest,
+    StartResponse, StateRequest, StateResponse, StatsRequest, StatsResponse, UpdateTaskRequest,
+    WaitRequest, WaitResponse,
 };
 use containerd_shim::protos::api::CheckpointTaskRequest;
-use containerd_shim::protos::types::task::ProcessInfo;
 use containerd_shim::protos::protobuf::MessageField;
+use containerd_shim::protos::types::task::ProcessInfo;
 use containerd_shim::{Task, TtrpcContext, TtrpcResult};
 
 use crate::error::Error;

@@ -11,10 +11,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use containerd_shim::api::{
-    CreateTaskRequest, DeleteRequest, Empty, KillRequest, PidsRequest,
-    ShutdownRequest, StartRequest, StateRequest, Status, WaitRequest, WaitResponse,
+    CreateTaskRequest, DeleteRequest, Empty, KillRequest, PidsRequest, ShutdownRequest,
+    StartRequest, StateRequest, Status, WaitRequest, WaitResponse,
 };
-use containerd_shim::protos::api::{CloseIORequest, ExecProcessRequest, ForwardRequest, StatsRequest};
+use containerd_shim::protos::api::{
+    CloseIORequest, ExecProcessRequest, ForwardRequest, StatsRequest,
+};
 use containerd_shim::protos::shim_async::{create_events, Events, TaskClient};
 use containerd_shim::protos::ttrpc::asynchronous::transport::Listener;
 use containerd_shim::protos::ttrpc::asynchronous::{Client, Server};
@@ -30,7 +32,10 @@ struct EventLog(Arc<Mutex<Vec<String>>>);
 #[async_trait]
 impl Events for EventLog {
     async fn forward(&self, _ctx: &TtrpcContext, req: ForwardRequest) -> ttrpc::Result<Empty> {
-        self.0.lock().unwrap().push(req.envelope().topic().to_string());
+        self.0
+            .lock()
+            .unwrap()
+            .push(req.envelope().topic().to_string());
         Ok(Empty::default())
     }
 }
@@ -64,7 +69,14 @@ impl ShimUnderTest {
 
         let socket = dir.path().join("shim.sock");
         let shim = Command::new(SHIM)
-            .args(["-namespace", "shimtest", "-id", "shimtest", "-address", "/dev/null"])
+            .args([
+                "-namespace",
+                "shimtest",
+                "-id",
+                "shimtest",
+                "-address",
+                "/dev/null",
+            ])
             .arg("-socket")
             .arg(format!("unix://{}", socket.display()))
             .current_dir(dir.path())
@@ -103,7 +115,13 @@ impl ShimUnderTest {
         bundle
     }
 
-    async fn create(&self, id: &str, bundle: &Path, stdout: &Path, stderr: &Path) -> ttrpc::Result<u32> {
+    async fn create(
+        &self,
+        id: &str,
+        bundle: &Path,
+        stdout: &Path,
+        stderr: &Path,
+    ) -> ttrpc::Result<u32> {
         let req = CreateTaskRequest {
             id: id.into(),
             bundle: bundle.display().to_string(),
@@ -115,12 +133,18 @@ impl ShimUnderTest {
     }
 
     async fn start_task(&self, id: &str) -> ttrpc::Result<u32> {
-        let req = StartRequest { id: id.into(), ..Default::default() };
+        let req = StartRequest {
+            id: id.into(),
+            ..Default::default()
+        };
         self.client.start(ctx(), &req).await.map(|r| r.pid)
     }
 
     async fn wait(&self, id: &str) -> WaitResponse {
-        let req = WaitRequest { id: id.into(), ..Default::default() };
+        let req = WaitRequest {
+            id: id.into(),
+            ..Default::default()
+        };
         tokio::time::timeout(Duration::from_secs(60), self.client.wait(ctx(), &req))
             .await
             .expect("wait timed out")
@@ -128,24 +152,43 @@ impl ShimUnderTest {
     }
 
     async fn kill(&self, id: &str, signal: u32) -> ttrpc::Result<Empty> {
-        let req = KillRequest { id: id.into(), signal, ..Default::default() };
+        let req = KillRequest {
+            id: id.into(),
+            signal,
+            ..Default::default()
+        };
         self.client.kill(ctx(), &req).await
     }
 
     async fn delete(&self, id: &str) -> ttrpc::Result<containerd_shim::api::DeleteResponse> {
-        let req = DeleteRequest { id: id.into(), ..Default::default() };
+        let req = DeleteRequest {
+            id: id.into(),
+            ..Default::default()
+        };
         self.client.delete(ctx(), &req).await
     }
 
     async fn status(&self, id: &str) -> Status {
-        let req = StateRequest { id: id.into(), ..Default::default() };
-        self.client.state(ctx(), &req).await.unwrap().status.enum_value().unwrap()
+        let req = StateRequest {
+            id: id.into(),
+            ..Default::default()
+        };
+        self.client
+            .state(ctx(), &req)
+            .await
+            .unwrap()
+            .status
+            .enum_value()
+            .unwrap()
     }
 
     /// What was logged to a container's bundle `log` FIFO (its guest process logs there).
     fn bundle_log(&self, id: &str) -> String {
         let logs = self.bundle_logs.lock().unwrap();
-        let (_, log) = logs.iter().find(|(i, _)| i == id).expect("bundle made by this test");
+        let (_, log) = logs
+            .iter()
+            .find(|(i, _)| i == id)
+            .expect("bundle made by this test");
         let text = log.lock().unwrap().clone();
         text
     }
@@ -156,11 +199,17 @@ impl ShimUnderTest {
 
     /// Two output FIFOs with readers collecting what the guest writes.
     fn outputs(&self, id: &str) -> (Output, Output) {
-        (Output::new(&self.dir.path().join(format!("{id}-out"))), Output::new(&self.dir.path().join(format!("{id}-err"))))
+        (
+            Output::new(&self.dir.path().join(format!("{id}-out"))),
+            Output::new(&self.dir.path().join(format!("{id}-err"))),
+        )
     }
 
     async fn stop(mut self) {
-        let _ = self.client.shutdown(ctx(), &ShutdownRequest::default()).await;
+        let _ = self
+            .client
+            .shutdown(ctx(), &ShutdownRequest::default())
+            .await;
         for _ in 0..50 {
             if self.shim.try_wait().unwrap().is_some() {
                 return;
@@ -212,7 +261,11 @@ impl Output {
         });
         // Wait until the reader has the FIFO open, as ctr has before it calls Create.
         std::thread::sleep(Duration::from_millis(20));
-        Output { path: path.to_path_buf(), text, reader: Some(reader) }
+        Output {
+            path: path.to_path_buf(),
+            text,
+            reader: Some(reader),
+        }
     }
 
     /// Everything written, once every writer has closed (the guest has exited).
@@ -231,13 +284,19 @@ fn collect_fifo(path: PathBuf) -> Arc<Mutex<String>> {
     let text = Arc::new(Mutex::new(String::new()));
     let sink = text.clone();
     std::thread::spawn(move || {
-        let mut file = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .unwrap();
         let mut buf = [0u8; 4096];
         while let Ok(n) = file.read(&mut buf) {
             if n == 0 {
                 break;
             }
-            sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
         }
     });
     text
@@ -267,7 +326,9 @@ fn code(err: ttrpc::Error) -> (Code, String) {
 }
 
 fn wat(name: &str) -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guests/wat").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/guests/wat")
+        .join(name);
     wat::parse_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -282,7 +343,10 @@ async fn hello_runs_to_completion_with_events_in_containerd_order() {
     let shim = ShimUnderTest::start().await;
     let bundle = shim.bundle("hello", &wat("hello.wat"), &["/app.wasm"]);
     let (out, err) = shim.outputs("hello");
-    let pid = shim.create("hello", &bundle, &out.path, &err.path).await.unwrap();
+    let pid = shim
+        .create("hello", &bundle, &out.path, &err.path)
+        .await
+        .unwrap();
     assert!(pid > 0);
     assert_eq!(shim.status("hello").await, Status::CREATED);
     assert_eq!(shim.start_task("hello").await.unwrap(), pid);
@@ -292,19 +356,40 @@ async fn hello_runs_to_completion_with_events_in_containerd_order() {
     assert_eq!(out.finish(), "hello from wat\n");
     assert_eq!(err.finish(), "");
     assert_eq!(shim.status("hello").await, Status::STOPPED);
-    let pids = shim.client.pids(ctx(), &PidsRequest { id: "hello".into(), ..Default::default() }).await.unwrap();
-    assert!(pids.processes.is_empty(), "an exited task has no live processes");
+    let pids = shim
+        .client
+        .pids(
+            ctx(),
+            &PidsRequest {
+                id: "hello".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        pids.processes.is_empty(),
+        "an exited task has no live processes"
+    );
     let deleted = shim.delete("hello").await.unwrap();
     assert_eq!((deleted.pid, deleted.exit_status), (pid, 0));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         shim.events(),
-        vec!["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"]
+        vec![
+            "/tasks/create",
+            "/tasks/start",
+            "/tasks/exit",
+            "/tasks/delete"
+        ]
     );
     let log = shim.log.lock().unwrap().clone();
     assert!(log.contains("create id=hello"), "shim log: {log}");
     let guest_log = shim.bundle_log("hello");
-    assert!(guest_log.contains("compiled module sha256:"), "guest log: {guest_log}");
+    assert!(
+        guest_log.contains("compiled module sha256:"),
+        "guest log: {guest_log}"
+    );
     shim.stop().await;
 }
 
@@ -318,7 +403,9 @@ async fn proc_exit_code_and_trap_are_reported() {
     for (id, module, status, stderr) in cases {
         let bundle = shim.bundle(id, &module, &["/app.wasm"]);
         let (out, err) = shim.outputs(id);
-        shim.create(id, &bundle, &out.path, &err.path).await.unwrap();
+        shim.create(id, &bundle, &out.path, &err.path)
+            .await
+            .unwrap();
         shim.start_task(id).await.unwrap();
         assert_eq!(shim.wait(id).await.exit_status, status, "{id}");
         let err_text = err.finish();
@@ -339,7 +426,9 @@ async fn sigterm_ends_a_compute_loop_and_a_second_kill_is_not_found() {
     let module = wat::parse_str(SPIN_WAT).unwrap();
     std::fs::write(bundle.join("rootfs/app.wasm"), module).unwrap();
     let (out, err) = shim.outputs("spin");
-    shim.create("spin", &bundle, &out.path, &err.path).await.unwrap();
+    shim.create("spin", &bundle, &out.path, &err.path)
+        .await
+        .unwrap();
     shim.start_task("spin").await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(shim.status("spin").await, Status::RUNNING);
@@ -363,7 +452,9 @@ async fn a_created_task_can_be_killed_or_deleted_before_start() {
     for (id, kill) in [("killed", true), ("dropped", false)] {
         let bundle = shim.bundle(id, &wat("hello.wat"), &["/app.wasm"]);
         let (out, err) = shim.outputs(id);
-        shim.create(id, &bundle, &out.path, &err.path).await.unwrap();
+        shim.create(id, &bundle, &out.path, &err.path)
+            .await
+            .unwrap();
         if kill {
             shim.kill(id, 9).await.unwrap();
             assert_eq!(shim.wait(id).await.exit_status, 137);
@@ -388,22 +479,35 @@ async fn bad_entrypoints_fail_create_and_the_shim_serves_on() {
         let id = format!("bad{i}");
         let bundle = shim.bundle(&id, &wat("hello.wat"), &[entry]);
         let (out, err) = shim.outputs(&id);
-        let (c, msg) = code(shim.create(&id, &bundle, &out.path, &err.path).await.unwrap_err());
+        let (c, msg) = code(
+            shim.create(&id, &bundle, &out.path, &err.path)
+                .await
+                .unwrap_err(),
+        );
         assert_eq!(c, Code::INVALID_ARGUMENT, "{msg}");
         assert!(msg.contains(entry) && msg.contains(why), "{entry}: {msg}");
-        assert!(!msg.contains(shim.dir.path().to_str().unwrap()), "host path in: {msg}");
+        assert!(
+            !msg.contains(shim.dir.path().to_str().unwrap()),
+            "host path in: {msg}"
+        );
     }
     let bundle = shim.dir.path().join("broken");
     std::fs::create_dir_all(&bundle).unwrap();
     std::fs::write(bundle.join("config.json"), b"{ not json").unwrap();
     let (out, err) = shim.outputs("broken");
-    let (c, msg) = code(shim.create("broken", &bundle, &out.path, &err.path).await.unwrap_err());
+    let (c, msg) = code(
+        shim.create("broken", &bundle, &out.path, &err.path)
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(c, Code::INVALID_ARGUMENT);
     assert!(msg.contains("config.json"), "{msg}");
     // Still serving: a good task runs.
     let bundle = shim.bundle("good", &wat("hello.wat"), &["/app.wasm"]);
     let (out, err) = shim.outputs("good");
-    shim.create("good", &bundle, &out.path, &err.path).await.unwrap();
+    shim.create("good", &bundle, &out.path, &err.path)
+        .await
+        .unwrap();
     shim.start_task("good").await.unwrap();
     assert_eq!(shim.wait("good").await.exit_status, 0);
     assert_eq!(out.finish(), "hello from wat\n");
@@ -415,14 +519,33 @@ async fn bad_entrypoints_fail_create_and_the_shim_serves_on() {
 #[tokio::test]
 async fn unsupported_calls_answer_unimplemented_and_unknown_ids_not_found() {
     let shim = ShimUnderTest::start().await;
-    let exec = ExecProcessRequest { id: "x".into(), exec_id: "e".into(), ..Default::default() };
+    let exec = ExecProcessRequest {
+        id: "x".into(),
+        exec_id: "e".into(),
+        ..Default::default()
+    };
     let (c, _) = code(shim.client.exec(ctx(), &exec).await.unwrap_err());
     assert_eq!(c, Code::UNIMPLEMENTED);
-    let (c, _) = code(shim.client.stats(ctx(), &StatsRequest { id: "x".into(), ..Default::default() }).await.unwrap_err());
+    let (c, _) = code(
+        shim.client
+            .stats(
+                ctx(),
+                &StatsRequest {
+                    id: "x".into(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(c, Code::UNIMPLEMENTED);
     let (c, _) = code(shim.kill("nope", 15).await.unwrap_err());
     assert_eq!(c, Code::NOT_FOUND);
-    let close = CloseIORequest { id: "nope".into(), stdin: true, ..Default::default() };
+    let close = CloseIORequest {
+        id: "nope".into(),
+        stdin: true,
+        ..Default::default()
+    };
     let (c, _) = code(shim.client.close_io(ctx(), &close).await.unwrap_err());
     assert_eq!(c, Code::NOT_FOUND);
     shim.stop().await;

@@ -117,12 +117,18 @@ fn write_file(tmp: &Path, artifact: &[u8]) -> std::io::Result<()> {
 fn unwrap_payload(mut data: Vec<u8>) -> Result<Vec<u8>, String> {
     let header = MAGIC.len() + DIGEST_LEN;
     if data.len() < header || &data[..MAGIC.len()] != MAGIC {
-        return Err(format!("not a cache entry ({} bytes, bad header)", data.len()));
+        return Err(format!(
+            "not a cache entry ({} bytes, bad header)",
+            data.len()
+        ));
     }
     let expected = data[MAGIC.len()..header].to_vec();
     let payload = data.split_off(header);
     if Sha256::digest(&payload).as_slice() != expected.as_slice() {
-        return Err(format!("digest mismatch over {} payload bytes", payload.len()));
+        return Err(format!(
+            "digest mismatch over {} payload bytes",
+            payload.len()
+        ));
     }
     Ok(payload)
 }
@@ -138,7 +144,13 @@ fn unique_suffix() -> u64 {
 /// Engine keys come from wasmer; keep them to characters safe in a file name.
 fn sanitize(key: &str) -> String {
     key.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 

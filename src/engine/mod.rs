@@ -3,6 +3,7 @@
 //! process (`crate::guest`) prepares the invocation and turns the outcome into an exit status.
 
 pub mod cache;
+pub mod container_fs;
 pub mod stdio;
 pub mod wasmer;
 
@@ -85,6 +86,9 @@ mod tests {
             Outcome::Trapped("unreachable".into()).message().unwrap(),
             "wasm trap: unreachable"
         );
-        assert!(Outcome::NotRunnable("no _start".into()).message().unwrap().contains("no _start"));
+        assert!(Outcome::NotRunnable("no _start".into())
+            .message()
+            .unwrap()
+            .contains("no _start"));
     }
 }

@@ -166,7 +166,11 @@ impl AsyncRead for StdioFile {
 }
 
 impl AsyncWrite for StdioFile {
-    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         if self.stream == 0 {
             return Poll::Ready(Err(io::Error::from(io::ErrorKind::Unsupported)));
         }

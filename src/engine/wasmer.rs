@@ -15,6 +15,7 @@ use wasmer_wasix::virtual_fs::host_fs;
 use wasmer_wasix::{PluggableRuntime, WasiEnv, WasiEnvBuilder, WasiError};
 
 use super::cache::{digest_hex, Miss, ModuleCache};
+use super::container_fs::ContainerFs;
 use super::stdio::StdioFile;
 use super::{Invocation, Outcome};
 
@@ -131,7 +132,12 @@ impl WasmerEngine {
     /// Runs `_start` of the module on the calling thread until the guest exits or traps.
     pub fn run(&self, loaded: &LoadedModule, invocation: Invocation) -> Outcome {
         let _entered = self.runtime.enter();
-        if loaded.module.exports().functions().all(|f| f.name() != "_start") {
+        if loaded
+            .module
+            .exports()
+            .functions()
+            .all(|f| f.name() != "_start")
+        {
             return Outcome::NotRunnable(
                 "the module exports no _start function: it is not a WASI command".into(),
             );
@@ -143,7 +149,9 @@ impl WasmerEngine {
         let mut store = Store::new(self.engine.clone());
         let (instance, env) = match builder.instantiate(loaded.module.clone(), &mut store) {
             Ok(pair) => pair,
-            Err(e) => return Outcome::NotRunnable(format!("the module cannot be instantiated: {e}")),
+            Err(e) => {
+                return Outcome::NotRunnable(format!("the module cannot be instantiated: {e}"))
+            }
         };
         let outcome = match instance.exports.get_function("_start") {
             Ok(start) => outcome_of(start.call(&mut store, &[]).map(|_| ())),
@@ -163,19 +171,31 @@ impl WasmerEngine {
         let mut runtime = PluggableRuntime::new(Arc::new(tasks));
         runtime.set_engine(self.engine.clone());
 
-        let (argv0, rest) = inv.args.split_first().map_or(("", &[][..]), |(a, r)| (a.as_str(), r));
+        let (argv0, rest) = inv
+            .args
+            .split_first()
+            .map_or(("", &[][..]), |(a, r)| (a.as_str(), r));
         let mut builder = WasiEnv::builder(argv0)
             .args(rest)
             .envs(inv.env.iter().map(|(k, v)| (k.clone(), v.clone())))
             .runtime(Arc::new(runtime))
-            .fs(Arc::new(root) as Arc<dyn wasmer_wasix::virtual_fs::FileSystem + Send + Sync>)
+            .fs(Arc::new(ContainerFs::new(root))
+                as Arc<
+                    dyn wasmer_wasix::virtual_fs::FileSystem + Send + Sync,
+                >)
             .current_dir(&inv.cwd)
             .stdin(Box::new(StdioFile::stdin(inv.stdin)))
             .stdout(Box::new(StdioFile::output(inv.stdout, 1)))
             .stderr(Box::new(StdioFile::output(inv.stderr, 2)));
         for (name, dir) in preopens(&inv.cwd, &inv.root_entries) {
             builder = builder
-                .preopen_build(|p| p.directory(&dir).alias(&name).read(true).write(true).create(true))
+                .preopen_build(|p| {
+                    p.directory(&dir)
+                        .alias(&name)
+                        .read(true)
+                        .write(true)
+                        .create(true)
+                })
                 .map_err(|e| format!("cannot preopen {dir}: {e}"))?;
         }
         Ok(builder)

@@ -22,14 +22,13 @@ pub fn main() -> ! {
         eprintln!("guest: install signal handlers: {e}");
         std::process::exit(EXIT_SETUP_FAILED);
     }
-    init_logger();
     // SAFETY: the shim placed these descriptors (guest/mod.rs); nothing else owns them.
     let (control, status, stderr, module) = unsafe {
         (
-                File::from_raw_fd(CONTROL_FD),
-                File::from_raw_fd(STATUS_FD),
-                File::from_raw_fd(STDERR_FD),
-                File::from_raw_fd(MODULE_FD),
+            File::from_raw_fd(CONTROL_FD),
+            File::from_raw_fd(STATUS_FD),
+            File::from_raw_fd(STDERR_FD),
+            File::from_raw_fd(MODULE_FD),
         )
     };
     let mut control = BufReader::new(control);
@@ -37,6 +36,7 @@ pub fn main() -> ! {
         Ok(plan) => plan,
         Err(why) => fail_setup(status, &why),
     };
+    init_logger(&plan.id);
     let prepared = mounts::prepare(&plan).and_then(|()| read_module(module));
     let bytes = match prepared {
         Ok(bytes) => bytes,
@@ -49,25 +49,28 @@ pub fn main() -> ! {
 
 /// Compiles while waiting to be started, then runs; returns the exit status.
 fn run(plan: &RunPlan, bytes: &[u8], control: &mut impl Read, mut stderr: File) -> i32 {
-    let id = &plan.id;
     let root_entries = mounts::root_entries(plan);
     let loaded = WasmerEngine::new(Some(&plan.cache_dir))
         .map_err(|e| format!("cannot start the wasm engine: {e}"))
         .and_then(|engine| engine.load(bytes).map(|module| (engine, module)));
     let entered = mounts::enter(plan);
     if !wait_for_start(control) {
-        info!("id={id} guest released without start; exiting");
+        info!("released without start; exiting");
         return 0;
     }
     let outcome = match (loaded, entered) {
         (Err(why), _) | (_, Err(why)) => Outcome::NotRunnable(why),
         (Ok((engine, module)), Ok(())) => {
-            info!("id={id} running module {} (pid {})", module.digest, std::process::id());
+            info!(
+                "running module {} (pid {})",
+                module.digest,
+                std::process::id()
+            );
             engine.run(&module, invocation(plan, root_entries, &stderr))
         }
     };
     if let Some(message) = outcome.message() {
-        error!("id={id} {message}");
+        error!("{message}");
         let _ = writeln!(stderr, "{message}");
     }
     outcome.exit_status()
@@ -127,12 +130,36 @@ fn fail_setup(status: File, why: &str) -> ! {
 }
 
 /// Logs go to fd 2, which the shim points at the container's `log` FIFO: the same format
-/// as the shim's own lines, so containerd shows them together.
-fn init_logger() {
+/// as the shim's own lines, each tagged with the container id, so containerd shows them
+/// together.
+fn init_logger(id: &str) {
     // SAFETY: fd 2 is ours for the life of the process.
     let log = unsafe { File::from_raw_fd(libc::STDERR_FILENO) };
-    let logger = containerd_shim::logger::FifoLogger::with_file(log);
+    let logger = TaggedLogger {
+        inner: containerd_shim::logger::FifoLogger::with_file(log),
+        tag: format!("id={id}"),
+    };
     if log::set_boxed_logger(Box::new(logger)).is_ok() {
         log::set_max_level(log::LevelFilter::Info);
+    }
+}
+
+struct TaggedLogger {
+    inner: containerd_shim::logger::FifoLogger,
+    tag: String,
+}
+
+impl log::Log for TaggedLogger {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        self.inner.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record) {
+        let args = format_args!("{} {}", self.tag, record.args());
+        self.inner.log(&record.to_builder().args(args).build());
+    }
+
+    fn flush(&self) {
+        self.inner.flush()
     }
 }

@@ -84,7 +84,9 @@ impl GuestProcess {
         unsafe {
             command.pre_exec(move || place_fds(&targets));
         }
-        let child = command.spawn().context(|| "start the guest process".into())?;
+        let child = command
+            .spawn()
+            .context(|| "start the guest process".into())?;
         let pid = child.id() as i32;
         // The child has its copies; ours of its ends must go so EOFs are seen.
         drop((control_r, status_w, fds.stderr, fds.module));

@@ -30,8 +30,14 @@ pub fn prepare(plan: &RunPlan) -> SetupResult<()> {
     mount_flags(None, "/", None, MsFlags::MS_REC | MsFlags::MS_SLAVE, None)
         .map_err(|e| format!("make mounts private: {e}"))?;
     let root = plan.rootfs.as_path();
-    mount_flags(Some(root), root, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)
-        .map_err(|e| format!("bind the rootfs: {e}"))?;
+    mount_flags(
+        Some(root),
+        root,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )
+    .map_err(|e| format!("bind the rootfs: {e}"))?;
     for m in &plan.mounts {
         mount_one(root, m).map_err(|e| format!("mount {}: {e}", m.destination.display()))?;
     }
@@ -59,8 +65,10 @@ pub fn enter(plan: &RunPlan) -> SetupResult<()> {
 pub fn root_entries(plan: &RunPlan) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(&plan.rootfs)
         .map(|dir| {
+            // file_type() does not follow symlinks: a link in the image may point anywhere
+            // on the host while we still see the host's tree.
             dir.filter_map(|e| e.ok())
-                .filter(|e| e.path().is_dir())
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
                 .filter_map(|e| e.file_name().into_string().ok())
                 .collect()
         })
@@ -95,7 +103,8 @@ fn mount_one(root: &Path, m: &MountPlan) -> SetupResult<()> {
     }
     if m.readonly {
         let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
-        mount_flags(None, &target, None, flags, None).map_err(|e| format!("make read-only: {e}"))?;
+        mount_flags(None, &target, None, flags, None)
+            .map_err(|e| format!("make read-only: {e}"))?;
     }
     Ok(())
 }

@@ -34,8 +34,16 @@ extern "C" fn exit_on_signal(sig: libc::c_int) {
 /// Installs the guest's dispositions. Call first thing in the guest process.
 pub fn install() -> nix::Result<()> {
     // The shim's signal mask and ignored signals are inherited through exec; start clean.
-    signal::sigprocmask(signal::SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
-    let exit = SigAction::new(SigHandler::Handler(exit_on_signal), SaFlags::empty(), SigSet::all());
+    signal::sigprocmask(
+        signal::SigmaskHow::SIG_SETMASK,
+        Some(&SigSet::empty()),
+        None,
+    )?;
+    let exit = SigAction::new(
+        SigHandler::Handler(exit_on_signal),
+        SaFlags::empty(),
+        SigSet::all(),
+    );
     for sig in TERMINATING {
         // SAFETY: the handler only calls _exit.
         unsafe { signal::sigaction(*sig, &exit)? };

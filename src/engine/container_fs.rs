@@ -1,0 +1,114 @@
+//! The guest's filesystem: wasmer's host filesystem over the container root, with one fix.
+//!
+//! virtual-fs has no "read-only filesystem" error: `From<io::Error> for FsError` turns EROFS
+//! into `UnknownError`, which reaches the guest as EIO. Worse, wasmer-wasix's `path_open`
+//! first opens every regular file read-write (to share one handle per inode) and falls back
+//! to the requested mode only on `PermissionDenied` — so on a read-only mount even a plain
+//! read failed with EIO. Here a failure of a mutating operation on a read-only mount is
+//! reported as `PermissionDenied`: reads then work, and writes fail as EACCES, what WASI
+//! runtimes commonly report for a read-only directory. The kernel still does the enforcing.
+
+use std::path::{Path, PathBuf};
+
+use nix::sys::statvfs::{statvfs, FsFlags};
+use wasmer_wasix::virtual_fs::{
+    self, host_fs, FileOpener, FileSystem, FsError, Metadata, OpenOptions, OpenOptionsConfig,
+    ReadDir, VirtualFile,
+};
+
+type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+#[derive(Debug)]
+pub struct ContainerFs {
+    inner: host_fs::FileSystem,
+}
+
+impl ContainerFs {
+    pub fn new(inner: host_fs::FileSystem) -> ContainerFs {
+        ContainerFs { inner }
+    }
+}
+
+/// True when `path`, or the nearest existing directory above it, is on a read-only mount.
+fn on_readonly_mount(path: &Path) -> bool {
+    path.ancestors()
+        .find_map(|p| statvfs(p).ok())
+        .is_some_and(|s| s.flags().contains(FsFlags::ST_RDONLY))
+}
+
+/// Maps the opaque error of a refused write on a read-only mount to PermissionDenied.
+fn writing<T>(path: &Path, result: virtual_fs::Result<T>) -> virtual_fs::Result<T> {
+    match result {
+        Err(FsError::UnknownError) if on_readonly_mount(path) => Err(FsError::PermissionDenied),
+        other => other,
+    }
+}
+
+fn wants_write(conf: &OpenOptionsConfig) -> bool {
+    conf.write || conf.append || conf.truncate || conf.create || conf.create_new
+}
+
+impl FileSystem for ContainerFs {
+    fn readlink(&self, path: &Path) -> virtual_fs::Result<PathBuf> {
+        self.inner.readlink(path)
+    }
+
+    fn read_dir(&self, path: &Path) -> virtual_fs::Result<ReadDir> {
+        self.inner.read_dir(path)
+    }
+
+    fn create_dir(&self, path: &Path) -> virtual_fs::Result<()> {
+        writing(path, self.inner.create_dir(path))
+    }
+
+    fn create_symlink(&self, source: &Path, target: &Path) -> virtual_fs::Result<()> {
+        writing(target, self.inner.create_symlink(source, target))
+    }
+
+    fn hard_link(&self, source: &Path, target: &Path) -> virtual_fs::Result<()> {
+        writing(target, self.inner.hard_link(source, target))
+    }
+
+    fn remove_dir(&self, path: &Path) -> virtual_fs::Result<()> {
+        writing(path, self.inner.remove_dir(path))
+    }
+
+    fn rename<'a>(&'a self, from: &'a Path, to: &'a Path) -> BoxFuture<'a, virtual_fs::Result<()>> {
+        Box::pin(async move { writing(to, self.inner.rename(from, to).await) })
+    }
+
+    fn metadata(&self, path: &Path) -> virtual_fs::Result<Metadata> {
+        self.inner.metadata(path)
+    }
+
+    fn symlink_metadata(&self, path: &Path) -> virtual_fs::Result<Metadata> {
+        self.inner.symlink_metadata(path)
+    }
+
+    fn remove_file(&self, path: &Path) -> virtual_fs::Result<()> {
+        writing(path, self.inner.remove_file(path))
+    }
+
+    fn new_open_options(&self) -> OpenOptions<'_> {
+        OpenOptions::new(self)
+    }
+}
+
+impl FileOpener for ContainerFs {
+    fn open(
+        &self,
+        path: &Path,
+        conf: &OpenOptionsConfig,
+    ) -> virtual_fs::Result<Box<dyn VirtualFile + Send + Sync + 'static>> {
+        let result = self
+            .inner
+            .new_open_options()
+            .options(conf.clone())
+            .open(path);
+        if wants_write(conf) {
+            writing(path, result)
+        } else {
+            result
+        }
+    }
+}

@@ -1,0 +1,540 @@
+//! End-to-end tests: a real containerd (started by `make test`), `ctr run --runtime
+//! io.containerd.wasm.v1`, images built by `wasm-image` from guests kept as source. Every case
+//! ends by checking that no task, container, shim, mount or FIFO of its id is left.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::{containerd, unique_id, BindMount, RunOpts, RunResult};
+
+const IMAGE_TOOL: &str = env!("CARGO_BIN_EXE_wasm-image");
+const NS: &str = "wasm-e2e";
+const PROBE_IMAGE: &str = "docker.io/library/e2e-probe:latest";
+
+fn guests_dir() -> PathBuf {
+    PathBuf::from(
+        std::env::var("WASM_SHIM_GUESTS_DIR")
+            .expect("WASM_SHIM_GUESTS_DIR is not set: run the end-to-end tests with `make test`"),
+    )
+}
+
+fn work_dir() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().unwrap()).path()
+}
+
+/// Builds an image with `wasm-image` and imports it into the test namespace.
+fn image(name: &str, module: &Path, extra: &[&str]) -> String {
+    let tar = work_dir().join(format!("{}.tar", name.replace(['/', ':'], "_")));
+    let out = Command::new(IMAGE_TOOL)
+        .args(["build", "--module"])
+        .arg(module)
+        .args(["--name", name, "-o"])
+        .arg(&tar)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "wasm-image: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    containerd().import(NS, &tar);
+    name.to_string()
+}
+
+/// The probe guest at /probe.wasm and /bin/probe.wasm, with files and oddities beside it.
+fn probe_image() -> &'static str {
+    static IMAGE: OnceLock<String> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        let files = work_dir().join("probe-files");
+        std::fs::create_dir_all(files.join("data")).unwrap();
+        std::fs::write(files.join("data/rel.txt"), "relative ok\n").unwrap();
+        std::fs::write(files.join("notes.txt"), "just text\n").unwrap();
+        std::fs::write(files.join("hostname"), "container hostname\n").unwrap();
+        std::fs::copy("/bin/true", files.join("native")).unwrap();
+        let probe = guests_dir().join("probe.wasm");
+        let bin = format!("{}:/bin/probe.wasm", probe.display());
+        let data = format!("{}:/data", files.join("data").display());
+        let notes = format!("{}:/notes.txt", files.join("notes.txt").display());
+        let native = format!("{}:/native", files.join("native").display());
+        let hostname = format!("{}:/etc/hostname", files.join("hostname").display());
+        let extra = [
+            "--entrypoint",
+            "/probe.wasm",
+            "--add",
+            &bin,
+            "--add",
+            &data,
+            "--add",
+            &notes,
+            "--add",
+            &native,
+            "--add",
+            &hostname,
+            "--symlink",
+            "/escape:/etc",
+            "--symlink",
+            "/up:../../../../../etc",
+        ];
+        image(PROBE_IMAGE, &probe, &extra)
+    })
+}
+
+fn opts(id: &str, args: &[&str]) -> RunOpts {
+    let mut o = RunOpts::new(probe_image(), id);
+    o.namespace = NS.into();
+    o.args = args.iter().map(|s| s.to_string()).collect();
+    o
+}
+
+/// Runs, then checks nothing of the container is left behind.
+fn run(o: RunOpts) -> RunResult {
+    let id = o.id.clone();
+    let result = containerd().run(o);
+    containerd().assert_no_debris(NS, &id);
+    result
+}
+
+fn lines(text: &str) -> Vec<&str> {
+    text.lines().collect()
+}
+
+#[test]
+fn hello_prints_and_exits_zero() {
+    let module = guests_dir().join("hello.wasm");
+    let name = image("docker.io/library/e2e-hello:latest", &module, &[]);
+    let id = unique_id("hello");
+    let mut o = RunOpts::new(&name, &id);
+    o.namespace = NS.into();
+    let r = run(o);
+    r.assert_code(0);
+    assert_eq!(r.stdout_str(), "hello from wasm\n", "{r}");
+}
+
+#[test]
+fn argv_is_exactly_the_specs() {
+    let id = unique_id("argv");
+    let r = run(opts(
+        &id,
+        &["/probe.wasm", "args", "a b", "", "--flag=x", "ünï"],
+    ));
+    r.assert_code(0);
+    assert_eq!(
+        lines(&r.stdout_str()),
+        ["/probe.wasm", "args", "a b", "", "--flag=x", "ünï"]
+    );
+}
+
+#[test]
+fn env_is_exactly_the_specs_split_on_the_first_equals() {
+    let id = unique_id("env");
+    let mut o = opts(&id, &["/probe.wasm", "env"]);
+    o.env = vec![
+        ("A".into(), "1".into()),
+        ("B".into(), "x=y".into()),
+        ("EMPTY".into(), "".into()),
+    ];
+    let r = run(o);
+    r.assert_code(0);
+    let out = r.stdout_str();
+    let vars = lines(&out);
+    // ctr always adds a PATH (containerd.md); nothing of the host's environment appears.
+    assert!(vars[0].starts_with("PATH="), "{r}");
+    assert_eq!(&vars[1..], ["A=1", "B=x=y", "EMPTY="], "{r}");
+}
+
+#[test]
+fn entrypoint_resolves_absolute_relative_and_bare_names() {
+    for (i, (entry, cwd)) in [
+        ("/probe.wasm", "/"),
+        ("../probe.wasm", "/data"),
+        ("probe.wasm", "/"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id = unique_id(&format!("entry{i}"));
+        let mut o = opts(&id, &[entry, "args"]);
+        o.cwd = Some(cwd.into());
+        let r = run(o);
+        r.assert_code(0);
+        // argv[0] is the path as the spec gave it, never a host path.
+        assert_eq!(lines(&r.stdout_str()), [entry, "args"], "{r}");
+    }
+}
+
+#[test]
+fn bad_entrypoints_fail_with_the_path_and_the_reason() {
+    let cases = [
+        ("/missing.wasm", "does not exist"),
+        ("/data", "not a regular file"),
+        ("/native", "ELF"),
+        ("/notes.txt", "text file"),
+        ("nowhere.wasm", "PATH"),
+    ];
+    for (i, (entry, why)) in cases.into_iter().enumerate() {
+        let id = unique_id(&format!("badentry{i}"));
+        let r = run(opts(&id, &[entry]));
+        assert_ne!(r.code, Some(0), "{r}");
+        let err = r.stderr_str();
+        assert!(err.contains(entry) && err.contains(why), "{entry}: {r}");
+        assert!(!err.contains("/var/tmp"), "host path shown: {r}");
+    }
+}
+
+#[test]
+fn relative_paths_resolve_against_process_cwd() {
+    let id = unique_id("cwd-read");
+    let mut o = opts(&id, &["/probe.wasm", "read", "rel.txt"]);
+    o.cwd = Some("/data".into());
+    let r = run(o);
+    r.assert_code(0);
+    assert_eq!(r.stdout_str(), "relative ok\n", "{r}");
+
+    // A relative write lands in the working directory too.
+    let id = unique_id("cwd-write");
+    let mut o = opts(&id, &["/probe.wasm", "write", "made-here.txt", "x"]);
+    o.cwd = Some("/data".into());
+    run(o).assert_code(0);
+
+    // Absolute paths into the root's directories still resolve from the root (root-level
+    // files are the documented ambiguous case, see the README's "Working directory").
+    let id = unique_id("cwd-abs");
+    let mut o = opts(&id, &["/probe.wasm", "read", "/etc/hostname"]);
+    o.cwd = Some("/data".into());
+    assert_eq!(run(o).stdout_str(), "container hostname\n");
+}
+
+#[test]
+fn bind_mounts_appear_at_their_destinations_and_ro_is_enforced() {
+    let host = work_dir().join(unique_id("mnt"));
+    std::fs::create_dir_all(&host).unwrap();
+    std::fs::write(host.join("in.txt"), "from the host\n").unwrap();
+    let mount = |ro| BindMount {
+        src: host.clone(),
+        dst: "/mnt".into(),
+        read_only: ro,
+    };
+
+    let id = unique_id("mnt-read");
+    let mut o = opts(&id, &["/probe.wasm", "read", "/mnt/in.txt"]);
+    o.mounts = vec![mount(true)];
+    assert_eq!(run(o).stdout_str(), "from the host\n");
+
+    let id = unique_id("mnt-ro");
+    let mut o = opts(&id, &["/probe.wasm", "write", "/mnt/out.txt", "nope"]);
+    o.mounts = vec![mount(true)];
+    let r = run(o);
+    // The kernel refuses with EROFS; wasmer-wasix has no read-only error, so the guest sees
+    // EACCES (see the README's "Filesystem").
+    r.assert_code(1);
+    assert!(r.stderr_str().contains("PermissionDenied"), "{r}");
+    assert!(!host.join("out.txt").exists());
+
+    let id = unique_id("mnt-rw");
+    let mut o = opts(
+        &id,
+        &["/probe.wasm", "write", "/mnt/out.txt", "written by wasm"],
+    );
+    o.mounts = vec![mount(false)];
+    run(o).assert_code(0);
+    assert_eq!(
+        std::fs::read_to_string(host.join("out.txt")).unwrap(),
+        "written by wasm"
+    );
+}
+
+#[test]
+fn a_read_only_root_refuses_writes_and_a_writable_one_takes_them() {
+    let id = unique_id("ro-root");
+    let mut o = opts(&id, &["/probe.wasm", "write", "/data/new.txt", "x"]);
+    o.read_only = true;
+    let r = run(o);
+    r.assert_code(1);
+    assert!(r.stderr_str().contains("PermissionDenied"), "{r}");
+
+    let id = unique_id("rw-root");
+    run(opts(&id, &["/probe.wasm", "write", "/data/new.txt", "x"])).assert_code(0);
+}
+
+#[test]
+fn symlinks_and_dotdot_stay_inside_the_rootfs() {
+    // The image has /etc/hostname, /escape -> /etc and /up -> ../../../../../etc. Resolved as
+    // the kernel does inside a container, each path below is the image's /etc/hostname; a
+    // refusal is safe too. The host's /etc/hostname must never come back.
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    let paths = [
+        "/escape/hostname",
+        "/up/hostname",
+        "/../../../../etc/hostname",
+        "/data/../../etc/hostname",
+        "/proc/self/root/etc/hostname",
+        "/proc/1/root/etc/hostname",
+    ];
+    for (i, path) in paths.into_iter().enumerate() {
+        let id = unique_id(&format!("escape{i}"));
+        let r = run(opts(&id, &["/probe.wasm", "read", path]));
+        let out = r.stdout_str();
+        assert!(
+            host.is_empty() || out != host,
+            "{path} read the host's file: {r}"
+        );
+        match r.code {
+            Some(0) => assert_eq!(out, "container hostname\n", "{path}: {r}"),
+            Some(1) => assert!(r.stderr_str().starts_with("error: "), "{path}: {r}"),
+            _ => panic!("{path}: {r}"),
+        }
+    }
+}
+
+#[test]
+fn stdin_reaches_the_guest_and_eof_follows_the_writer() {
+    let id = unique_id("stdin");
+    let input: Vec<u8> = (0..5000)
+        .flat_map(|i| format!("line {i}\n").into_bytes())
+        .collect();
+    let r = containerd().run_with_stdin(opts(&id, &["/probe.wasm", "cat"]), &input);
+    containerd().assert_no_debris(NS, &id);
+    r.assert_code(0);
+    assert_eq!(r.stdout, input, "stdin came back altered");
+    assert_eq!(r.stderr_str(), "EOF\n");
+}
+
+#[test]
+fn output_written_just_before_exit_is_never_lost() {
+    let id = unique_id("burst");
+    let r = run(opts(&id, &["/probe.wasm", "stdout-lines", "20000"]));
+    r.assert_code(0);
+    let out = r.stdout_str();
+    assert_eq!(
+        out.lines().count(),
+        20000,
+        "{}",
+        &out[out.len().saturating_sub(200)..]
+    );
+    assert_eq!(out.lines().last(), Some("line 20000"));
+}
+
+#[test]
+fn exit_codes_are_reported_as_a_native_process_would() {
+    for (code, expect) in [("0", 0), ("3", 3), ("255", 255), ("256", 0)] {
+        let id = unique_id(&format!("exit{code}"));
+        run(opts(&id, &["/probe.wasm", "exit", code])).assert_code(expect);
+    }
+    let id = unique_id("stderr");
+    let r = run(opts(&id, &["/probe.wasm", "stderr", "to stderr"]));
+    r.assert_code(0);
+    assert_eq!(r.stderr_str(), "to stderr\n");
+}
+
+#[test]
+fn a_trap_gives_134_and_says_why_on_stderr() {
+    let wat = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guests/wat/trap.wat");
+    let name = image("docker.io/library/e2e-trap:latest", &wat, &[]);
+    let id = unique_id("trap");
+    let mut o = RunOpts::new(&name, &id);
+    o.namespace = NS.into();
+    let r = run(o);
+    r.assert_code(134);
+    let first = r
+        .stderr_str()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        first.starts_with("wasm trap: ") && first.contains("unreachable"),
+        "{r}"
+    );
+
+    let id = unique_id("panic");
+    let r = run(opts(&id, &["/probe.wasm", "panic"]));
+    r.assert_code(134);
+    assert!(
+        r.stderr_str().contains("probe panic") && r.stderr_str().contains("wasm trap: "),
+        "{r}"
+    );
+}
+
+#[test]
+fn a_module_without_start_is_refused_with_126() {
+    let wat = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guests/wat/no-start.wat");
+    let name = image("docker.io/library/e2e-nostart:latest", &wat, &[]);
+    let id = unique_id("nostart");
+    let mut o = RunOpts::new(&name, &id);
+    o.namespace = NS.into();
+    let r = run(o);
+    r.assert_code(126);
+    assert!(r.stderr_str().contains("_start"), "{r}");
+}
+
+/// Starts `args` detached-ish, waits for RUNNING, sends `signal`, returns the run and how long
+/// the guest took to end after the kill.
+fn kill_running(id: &str, args: &[&str], signal: &str, all: bool) -> (RunResult, Duration) {
+    let mut running = containerd().spawn_run(opts(id, args));
+    assert!(
+        running.wait_running(Duration::from_secs(30)),
+        "never RUNNING"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let mut kill = vec!["-n", NS, "tasks", "kill", "-s", signal];
+    if all {
+        kill.push("--all");
+    }
+    kill.push(id);
+    let sent = Instant::now();
+    containerd().ctr_ok(&kill);
+    let r = running.wait();
+    let took = sent.elapsed();
+    containerd().assert_no_debris(NS, id);
+    (r, took)
+}
+
+#[test]
+fn sigterm_and_sigint_end_a_compute_loop_and_a_blocked_guest_promptly() {
+    for (name, args, signal, code) in [
+        ("spin-term", &["/probe.wasm", "spin"][..], "SIGTERM", 143),
+        (
+            "sleep-term",
+            &["/probe.wasm", "sleep", "600"][..],
+            "SIGTERM",
+            143,
+        ),
+        ("spin-int", &["/probe.wasm", "spin"][..], "SIGINT", 130),
+        (
+            "sleep-kill",
+            &["/probe.wasm", "sleep", "600"][..],
+            "SIGKILL",
+            137,
+        ),
+    ] {
+        let id = unique_id(name);
+        let (r, took) = kill_running(&id, args, signal, name == "sleep-kill");
+        r.assert_code(code);
+        assert!(
+            took < Duration::from_secs(5),
+            "{name}: ended {took:?} after the kill"
+        );
+    }
+}
+
+#[test]
+fn killing_an_exited_task_answers_as_runc_does() {
+    let id = unique_id("killdone");
+    // Detached and without --rm, so the exited task stays for the kill.
+    let create = containerd().ctr(&[
+        "-n",
+        NS,
+        "run",
+        "--detach",
+        "--runtime",
+        "io.containerd.wasm.v1",
+        probe_image(),
+        &id,
+        "/probe.wasm",
+        "exit",
+        "0",
+    ]);
+    assert!(
+        create.status.success(),
+        "{}",
+        String::from_utf8_lossy(&create.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while containerd().task_status(NS, &id).as_deref() != Some("STOPPED") {
+        assert!(Instant::now() < deadline, "never STOPPED");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let kill = containerd().ctr(&["-n", NS, "tasks", "kill", "-s", "SIGTERM", &id]);
+    assert!(!kill.status.success(), "kill of an exited task succeeded");
+    let err = String::from_utf8_lossy(&kill.stderr);
+    assert!(
+        err.contains("not found") || err.contains("finished"),
+        "{err}"
+    );
+    containerd().ctr_ok(&["-n", NS, "tasks", "delete", &id]);
+    containerd().ctr_ok(&["-n", NS, "containers", "delete", &id]);
+    containerd().assert_no_debris(NS, &id);
+}
+
+#[test]
+fn a_second_run_of_a_module_loads_it_from_the_cache() {
+    // A module no earlier run has seen: its digest is new to the cache.
+    let id = unique_id("cache");
+    let module = work_dir().join(format!("{id}.wat"));
+    std::fs::write(
+        &module,
+        format!(
+            r#"(module (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1) (data (i32.const 16) "cached {id}\n")
+  (func (export "_start") (i32.store (i32.const 0) (i32.const 16)) (i32.store (i32.const 4) (i32.const {len}))
+    (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#,
+            len = format!("cached {id}\n").len()
+        ),
+    )
+    .unwrap();
+    let digest = sha256_hex(&wat::parse_file(&module).unwrap());
+    let name = image(&format!("docker.io/library/e2e-{id}:latest"), &module, &[]);
+    for round in 0..2 {
+        let mut o = RunOpts::new(&name, &format!("{id}-{round}"));
+        o.namespace = NS.into();
+        let r = run(o);
+        r.assert_code(0);
+        assert_eq!(r.stdout_str(), format!("cached {id}\n"));
+    }
+    let log = std::fs::read_to_string(containerd().dir.join("containerd.log")).unwrap();
+    // "compiled module sha256:D (N bytes) in T ms" vs "loaded compiled module sha256:D from cache".
+    let compiled = log
+        .matches(&format!("compiled module sha256:{digest} ("))
+        .count();
+    let loaded = log
+        .matches(&format!(
+            "loaded compiled module sha256:{digest} from cache"
+        ))
+        .count();
+    assert_eq!(
+        (compiled, loaded),
+        (1, 1),
+        "compile/load counts in containerd.log"
+    );
+}
+
+#[test]
+fn shim_log_lines_reach_containerds_log_tagged_with_the_id() {
+    let id = unique_id("logtag");
+    run(opts(&id, &["/probe.wasm", "exit", "0"])).assert_code(0);
+    let log = std::fs::read_to_string(containerd().dir.join("containerd.log")).unwrap();
+    for verb in ["create", "start", "exit", "delete"] {
+        assert!(
+            log.contains(&format!("{verb} id={id}")),
+            "no '{verb} id={id}' in containerd.log"
+        );
+    }
+}
+
+#[test]
+fn version_flag_prints_the_version() {
+    let out = Command::new(containerd().shim_path())
+        .arg("-v")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(env!("CARGO_PKG_VERSION")) && text.contains("io.containerd.wasm.v1"),
+        "{text}"
+    );
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
