@@ -10,6 +10,7 @@ pub mod engine;
 pub mod error;
 pub mod events;
 pub mod guest;
+pub mod logger;
 pub mod rootfs;
 pub mod service;
 pub mod shim;

@@ -23,8 +23,13 @@ fn run_shim() {
         .enable_all()
         .build()
         .expect("build the shim's tokio runtime");
+    // The shim installs its own logger (logger.rs): one write per line, shared with guests.
+    let config = containerd_shim::Config {
+        no_setup_logger: true,
+        ..Default::default()
+    };
     runtime.block_on(containerd_shim::asynchronous::run::<WasmShim>(
         RUNTIME_NAME,
-        None,
+        Some(config),
     ));
 }

@@ -14,6 +14,7 @@ use containerd_shim::{spawn, Config, ExitSignal, Flags, Shim, StartOpts};
 use log::{info, warn};
 
 use crate::events::{timestamp, Events};
+use crate::logger::LineLogger;
 use crate::service::{Service, EXIT_KILLED, PID_FILE};
 use crate::task::TaskService;
 use crate::{rootfs, spec};
@@ -36,6 +37,11 @@ impl Shim for WasmShim {
     type T = TaskService;
 
     async fn new(_runtime_id: &str, args: &Flags, _config: &mut Config) -> Self {
+        // Only the server logs: for `start` and `delete` stdout is the protocol channel and
+        // containerd reads no log.
+        if args.action.is_empty() {
+            init_server_log(args.debug);
+        }
         let bundle = if args.bundle.is_empty() {
             std::env::current_dir().unwrap_or_default()
         } else {
@@ -92,6 +98,19 @@ impl Shim for WasmShim {
         let service = Arc::new(Service::new(events, self.exit.clone()));
         observe_exits(service.clone()).await;
         TaskService::new(service)
+    }
+}
+
+/// The server logs to the `log` FIFO containerd opened in the bundle (the working directory).
+fn init_server_log(debug: bool) {
+    let level = if debug {
+        log::LevelFilter::Debug
+    } else {
+        log::LevelFilter::Info
+    };
+    match std::fs::OpenOptions::new().write(true).open("log") {
+        Ok(fifo) => LineLogger::install(fifo, String::new(), level),
+        Err(e) => eprintln!("containerd-shim-wasm: cannot open the log FIFO: {e}"),
     }
 }
 

@@ -538,3 +538,86 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+#[test]
+fn a_task_whose_shim_died_is_cleaned_up_by_delete_with_137() {
+    let id = unique_id("lostshim");
+    let started = containerd().ctr(&[
+        "-n",
+        NS,
+        "run",
+        "--detach",
+        "--runtime",
+        "io.containerd.wasm.v1",
+        probe_image(),
+        &id,
+        "/probe.wasm",
+        "sleep",
+        "600",
+    ]);
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let guest = task_pid(&id);
+    let shim = parent_pid(guest);
+    // containerd loses the shim; it then runs `containerd-shim-wasm-v1 ... delete`.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shim),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // containerd 1.6 runs the shim's `delete`, publishes the exit it reports and drops the
+    // task (the 137 itself is pinned by the shim-level test of `delete`).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while containerd().task_status(NS, &id).as_deref() == Some("RUNNING") {
+        assert!(
+            Instant::now() < deadline,
+            "task still RUNNING after its shim died"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let gone = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(format!("/proc/{guest}/stat")).is_ok_and(|s| !s.contains(") Z "))
+    {
+        assert!(
+            Instant::now() < gone,
+            "the guest outlived its shim's delete"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // containerd finishes its own cleanup of the dead shim asynchronously.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let _ = containerd().ctr(&["-n", NS, "tasks", "delete", &id]);
+        let out = containerd().ctr(&["-n", NS, "containers", "delete", &id]);
+        if out.status.success() {
+            break;
+        }
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(Instant::now() < deadline, "container delete: {err}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    containerd().assert_no_debris(NS, &id);
+}
+
+fn task_pid(id: &str) -> i32 {
+    let out = containerd().ctr_ok(&["-n", NS, "tasks", "ls"]);
+    out.lines()
+        .find(|l| l.split_whitespace().next() == Some(id))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid for {id} in:\n{out}"))
+}
+
+fn parent_pid(pid: i32) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    after_name
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap()
+}

@@ -550,3 +550,54 @@ async fn unsupported_calls_answer_unimplemented_and_unknown_ids_not_found() {
     assert_eq!(c, Code::NOT_FOUND);
     shim.stop().await;
 }
+
+#[tokio::test]
+async fn delete_after_a_lost_shim_kills_the_guest_and_reports_137() {
+    use containerd_shim::protos::protobuf::Message;
+    let shim = ShimUnderTest::start().await;
+    let bundle = shim.bundle("lost", SPIN_WAT.as_bytes(), &["/app.wasm"]);
+    std::fs::write(
+        bundle.join("rootfs/app.wasm"),
+        wat::parse_str(SPIN_WAT).unwrap(),
+    )
+    .unwrap();
+    let (out, err) = shim.outputs("lost");
+    let pid = shim
+        .create("lost", &bundle, &out.path, &err.path)
+        .await
+        .unwrap();
+    shim.start_task("lost").await.unwrap();
+    // What containerd runs when it has lost the shim: the binary's `delete` action.
+    let output = Command::new(SHIM)
+        .args([
+            "-namespace",
+            "shimtest",
+            "-id",
+            "lost",
+            "-address",
+            "/dev/null",
+        ])
+        .arg("-bundle")
+        .arg(&bundle)
+        .arg("delete")
+        .current_dir(&bundle)
+        .env("TTRPC_ADDRESS", "/dev/null")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let resp = containerd_shim::api::DeleteResponse::parse_from_bytes(&output.stdout).unwrap();
+    assert_eq!((resp.pid, resp.exit_status), (pid, 137));
+    assert_eq!(
+        shim.wait("lost").await.exit_status,
+        137,
+        "the guest was killed"
+    );
+    out.finish();
+    err.finish();
+    shim.delete("lost").await.unwrap();
+    shim.stop().await;
+}

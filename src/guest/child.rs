@@ -10,6 +10,7 @@ use log::{error, info};
 use super::{mounts, signals, CONTROL_FD, MODULE_FD, START_BYTE, STATUS_FD, STDERR_FD};
 use crate::engine::wasmer::WasmerEngine;
 use crate::engine::{Invocation, Outcome};
+use crate::logger::LineLogger;
 use crate::spec::RunPlan;
 
 /// Exit status when the guest process itself fails before running the module.
@@ -129,37 +130,10 @@ fn fail_setup(status: File, why: &str) -> ! {
     std::process::exit(EXIT_SETUP_FAILED)
 }
 
-/// Logs go to fd 2, which the shim points at the container's `log` FIFO: the same format
-/// as the shim's own lines, each tagged with the container id, so containerd shows them
-/// together.
+/// Logs go to fd 2, which the shim points at the container's `log` FIFO, each line tagged
+/// with the container id, so containerd shows them with the shim's own.
 fn init_logger(id: &str) {
     // SAFETY: fd 2 is ours for the life of the process.
     let log = unsafe { File::from_raw_fd(libc::STDERR_FILENO) };
-    let logger = TaggedLogger {
-        inner: containerd_shim::logger::FifoLogger::with_file(log),
-        tag: format!("id={id}"),
-    };
-    if log::set_boxed_logger(Box::new(logger)).is_ok() {
-        log::set_max_level(log::LevelFilter::Info);
-    }
-}
-
-struct TaggedLogger {
-    inner: containerd_shim::logger::FifoLogger,
-    tag: String,
-}
-
-impl log::Log for TaggedLogger {
-    fn enabled(&self, metadata: &log::Metadata) -> bool {
-        self.inner.enabled(metadata)
-    }
-
-    fn log(&self, record: &log::Record) {
-        let args = format_args!("{} {}", self.tag, record.args());
-        self.inner.log(&record.to_builder().args(args).build());
-    }
-
-    fn flush(&self) {
-        self.inner.flush()
-    }
+    LineLogger::install(log, format!("id={id}"), log::LevelFilter::Info);
 }
