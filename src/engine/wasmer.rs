@@ -4,15 +4,16 @@
 //! filesystem wasmer sees at `/` is the container's root, and the kernel enforces read-only
 //! mounts and keeps symlinks inside).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 use log::{info, warn};
 use wasmer::{Engine, Module, RuntimeError, Store};
+use wasmer_wasix::fs::Kind;
 use wasmer_wasix::runtime::task_manager::tokio::TokioTaskManager;
 use wasmer_wasix::virtual_fs::host_fs;
-use wasmer_wasix::{PluggableRuntime, WasiEnv, WasiEnvBuilder, WasiError};
+use wasmer_wasix::{PluggableRuntime, WasiEnv, WasiEnvBuilder, WasiError, WasiFs, WasiInodes};
 
 use super::cache::{digest_hex, Miss, ModuleCache};
 use super::container_fs::ContainerFs;
@@ -186,7 +187,8 @@ impl WasmerEngine {
             .current_dir(&inv.cwd)
             .stdin(Box::new(StdioFile::stdin(inv.stdin)))
             .stdout(Box::new(StdioFile::output(inv.stdout, 1)))
-            .stderr(Box::new(StdioFile::output(inv.stderr, 2)));
+            .stderr(Box::new(StdioFile::output(inv.stderr, 2)))
+            .setup_fs(Box::new(make_root_real));
         for (name, dir) in preopens(&inv.cwd, &inv.root_entries) {
             builder = builder
                 .preopen_build(|p| {
@@ -202,26 +204,52 @@ impl WasmerEngine {
     }
 }
 
-/// The preopened directories, as (name the guest sees, directory), in registration order.
+/// The preopened directories besides the root (fd 3, see [`make_root_real`]), as (name the
+/// guest sees, directory), in registration order.
 ///
 /// WASI preview 1 has no working directory: wasi-libc resolves every path, absolute or
 /// relative, against the preopen whose name is the longest prefix of the path after it strips
 /// leading `/` and `./` — so a preopen named "/" and one named "." look the same to it, and
-/// the one registered last wins. With `cwd` at `/` one preopen of the root is exact. Otherwise
-/// the cwd is preopened as "." (last, so relative paths land there) and each top-level entry
-/// of the root under its own name, so absolute paths into them still resolve from the root.
-/// What remains ambiguous (a relative path whose first component is also a top-level name, a
-/// new file created directly in `/`) is documented in the README.
+/// the one registered last wins. With `cwd` at `/` the root alone is exact. Otherwise the cwd
+/// is preopened as "." (last, so relative paths land there) and each top-level directory of
+/// the root under its own name, so absolute paths into them still resolve from the root.
+/// What remains ambiguous is documented in the README ("Working directory").
 pub fn preopens(cwd: &Path, root_entries: &[String]) -> Vec<(String, String)> {
-    let mut list = vec![("/".to_string(), "/".to_string())];
     if cwd == Path::new("/") {
-        return list;
+        return Vec::new();
     }
-    for entry in root_entries {
-        list.push((format!("/{entry}"), format!("/{entry}")));
-    }
+    let mut list: Vec<(String, String)> = root_entries
+        .iter()
+        .map(|entry| (format!("/{entry}"), format!("/{entry}")))
+        .collect();
     list.push((".".to_string(), cwd.display().to_string()));
     list
+}
+
+/// Makes fd 3 the container's real root.
+///
+/// wasmer-wasix always opens fd 3 as a virtual root named "/" that can only hold the other
+/// preopens (wasmerio/wasmer#2098): a guest that takes the first preopen named "/" — as most
+/// of the WASI test suite does — could not create, rename or remove anything there. After the
+/// preopens are set up, this turns that inode into an ordinary directory at `/` of the guest's
+/// filesystem (the container root, after pivot_root), keeping the top-level preopens as its
+/// cached entries. "." is dropped from them: it names the working directory, not a child.
+fn make_root_real(_inodes: &WasiInodes, fs: &mut WasiFs) -> Result<(), String> {
+    let root = fs.root_inode.clone();
+    let mut kind = root.write();
+    let entries = match &mut *kind {
+        Kind::Root { entries } => std::mem::take(entries)
+            .into_iter()
+            .filter(|(name, _)| name != "." && name != "/")
+            .collect(),
+        _ => return Err("wasmer's fd 3 is not its virtual root".into()),
+    };
+    *kind = Kind::Dir {
+        parent: root.downgrade(),
+        path: PathBuf::from("/"),
+        entries,
+    };
+    Ok(())
 }
 
 /// The cache key of an engine: artifacts are only valid for the same wasmer, compiler and
@@ -266,15 +294,14 @@ mod tests {
 
     #[test]
     fn the_root_alone_is_preopened_when_cwd_is_the_root() {
-        let list = preopens(Path::new("/"), &["etc".into()]);
-        assert_eq!(list, vec![("/".to_string(), "/".to_string())]);
+        assert!(preopens(Path::new("/"), &["etc".into()]).is_empty());
     }
 
     #[test]
     fn cwd_is_preopened_last_so_relative_paths_resolve_there() {
         let list = preopens(Path::new("/app"), &["app".into(), "etc".into()]);
         let names: Vec<_> = list.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, vec!["/", "/app", "/etc", "."]);
+        assert_eq!(names, vec!["/app", "/etc", "."]);
         assert_eq!(list.last().unwrap().1, "/app");
     }
 }
