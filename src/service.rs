@@ -110,7 +110,7 @@ impl Service {
             stdin: opened.stdin,
             stdout: opened.stdout,
             stderr: opened.stderr,
-            log: open_log(bundle),
+            log: open_log(bundle)?,
             module,
         };
         let guest = tokio::task::spawn_blocking(move || GuestProcess::spawn(&plan, fds))
@@ -303,24 +303,24 @@ fn signal_pid(pid: i32, signal: u32) -> Result<()> {
 }
 
 /// The bundle's `log` FIFO, where containerd reads the shim's log; /dev/null if it has none.
-fn open_log(bundle: &Path) -> std::os::fd::OwnedFd {
+/// Opened non-blocking so a FIFO without a reader cannot stall Create, then switched back so
+/// the guest's log writes are plain blocking writes.
+fn open_log(bundle: &Path) -> Result<std::os::fd::OwnedFd> {
     let fifo = OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(bundle.join("log"));
-    let file = fifo.or_else(|_| OpenOptions::new().write(true).open("/dev/null"));
-    match file {
-        Ok(file) => {
-            // The guest writes its log lines with plain blocking writes.
-            let fd = std::os::fd::OwnedFd::from(file);
-            let _ = nix::fcntl::fcntl(
-                &fd,
-                nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_WRONLY),
-            );
-            fd
-        }
-        Err(e) => panic!("/dev/null cannot be opened: {e}"),
-    }
+    let file = match fifo {
+        Ok(file) => file,
+        Err(_) => OpenOptions::new()
+            .write(true)
+            .open("/dev/null")
+            .with_path("open", Path::new("/dev/null"))?,
+    };
+    let fd = std::os::fd::OwnedFd::from(file);
+    nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()))
+        .context(|| "make the log descriptor blocking".into())?;
+    Ok(fd)
 }
 
 fn write_pid_file(bundle: &Path, pid: i32) {

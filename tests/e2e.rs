@@ -427,24 +427,7 @@ fn sigterm_and_sigint_end_a_compute_loop_and_a_blocked_guest_promptly() {
 fn killing_an_exited_task_answers_as_runc_does() {
     let id = unique_id("killdone");
     // Detached and without --rm, so the exited task stays for the kill.
-    let create = containerd().ctr(&[
-        "-n",
-        NS,
-        "run",
-        "--detach",
-        "--runtime",
-        "io.containerd.wasm.v1",
-        probe_image(),
-        &id,
-        "/probe.wasm",
-        "exit",
-        "0",
-    ]);
-    assert!(
-        create.status.success(),
-        "{}",
-        String::from_utf8_lossy(&create.stderr)
-    );
+    run_detached(&id, &["/probe.wasm", "exit", "0"]);
     let deadline = Instant::now() + Duration::from_secs(30);
     while containerd().task_status(NS, &id).as_deref() != Some("STOPPED") {
         assert!(Instant::now() < deadline, "never STOPPED");
@@ -542,24 +525,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 #[test]
 fn a_task_whose_shim_died_is_cleaned_up_by_delete_with_137() {
     let id = unique_id("lostshim");
-    let started = containerd().ctr(&[
-        "-n",
-        NS,
-        "run",
-        "--detach",
-        "--runtime",
-        "io.containerd.wasm.v1",
-        probe_image(),
-        &id,
-        "/probe.wasm",
-        "sleep",
-        "600",
-    ]);
-    assert!(
-        started.status.success(),
-        "{}",
-        String::from_utf8_lossy(&started.stderr)
-    );
+    run_detached(&id, &["/probe.wasm", "sleep", "600"]);
     let guest = task_pid(&id);
     let shim = parent_pid(guest);
     // containerd loses the shim; it then runs `containerd-shim-wasm-v1 ... delete`.
@@ -651,4 +617,19 @@ fn parent_pid(pid: i32) -> i32 {
         .unwrap()
         .parse()
         .unwrap()
+}
+
+/// `ctr run --detach` without `--rm`: the task stays after it exits, for the test to inspect.
+fn run_detached(id: &str, args: &[&str]) {
+    let mut ctr = vec![
+        "-n",
+        NS,
+        "run",
+        "--detach",
+        "--runtime",
+        "io.containerd.wasm.v1",
+    ];
+    ctr.extend([probe_image(), id]);
+    ctr.extend(args);
+    containerd().ctr_ok(&ctr);
 }
