@@ -450,17 +450,7 @@ fn a_second_run_of_a_module_loads_it_from_the_cache() {
     // A module no earlier run has seen: its digest is new to the cache.
     let id = unique_id("cache");
     let module = work_dir().join(format!("{id}.wat"));
-    std::fs::write(
-        &module,
-        format!(
-            r#"(module (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
-  (memory (export "memory") 1) (data (i32.const 16) "cached {id}\n")
-  (func (export "_start") (i32.store (i32.const 0) (i32.const 16)) (i32.store (i32.const 4) (i32.const {len}))
-    (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#,
-            len = format!("cached {id}\n").len()
-        ),
-    )
-    .unwrap();
+    std::fs::write(&module, unique_hello_wat(&id)).unwrap();
     let digest = sha256_hex(&wat::parse_file(&module).unwrap());
     let name = image(&format!("docker.io/library/e2e-{id}:latest"), &module, &[]);
     for round in 0..2 {
@@ -485,6 +475,57 @@ fn a_second_run_of_a_module_loads_it_from_the_cache() {
         (1, 1),
         "compile/load counts in containerd.log"
     );
+}
+
+#[test]
+fn a_corrupt_cache_entry_is_discarded_and_rebuilt() {
+    let id = unique_id("corrupt");
+    let module = work_dir().join(format!("{id}.wat"));
+    std::fs::write(&module, unique_hello_wat(&id)).unwrap();
+    let digest = sha256_hex(&wat::parse_file(&module).unwrap());
+    let name = image(&format!("docker.io/library/e2e-{id}:latest"), &module, &[]);
+    let run_once = |round: usize| {
+        let mut o = RunOpts::new(&name, &format!("{id}-{round}"));
+        o.namespace = NS.into();
+        let r = run(o);
+        r.assert_code(0);
+        assert_eq!(r.stdout_str(), format!("cached {id}\n"), "round {round}");
+    };
+    run_once(0);
+    let entry = cache_entry(&digest);
+    let whole = std::fs::read(&entry).unwrap();
+    std::fs::write(&entry, &whole[..whole.len() / 2]).unwrap();
+    run_once(1);
+    let log = std::fs::read_to_string(containerd().dir.join("containerd.log")).unwrap();
+    assert!(
+        log.contains(&format!(
+            "discarded corrupt cache entry for module sha256:{digest}"
+        )),
+        "no discard logged"
+    );
+    let compiled = log
+        .matches(&format!("compiled module sha256:{digest} ("))
+        .count();
+    assert_eq!(
+        compiled, 2,
+        "the truncated entry must be rebuilt, not loaded"
+    );
+    assert_eq!(
+        std::fs::read(&entry).unwrap().len(),
+        whole.len(),
+        "rebuilt whole"
+    );
+}
+
+/// The cache file of a module: `<cache>/<engine key>/<sha256>.bin`.
+fn cache_entry(digest: &str) -> PathBuf {
+    let cache = containerd().dir.join("cache");
+    std::fs::read_dir(&cache)
+        .unwrap()
+        .flatten()
+        .map(|engine| engine.path().join(format!("{digest}.bin")))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("no cache entry for {digest} under {}", cache.display()))
 }
 
 #[test]
@@ -632,4 +673,17 @@ fn run_detached(id: &str, args: &[&str]) {
     ctr.extend([probe_image(), id]);
     ctr.extend(args);
     containerd().ctr_ok(&ctr);
+}
+
+/// A hello module no other run has seen (its text, hence its digest, carries `id`).
+fn unique_hello_wat(id: &str) -> String {
+    let text = format!("cached {id}\n");
+    format!(
+        r#"(module (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1) (data (i32.const 16) "{}")
+  (func (export "_start") (i32.store (i32.const 0) (i32.const 16)) (i32.store (i32.const 4) (i32.const {}))
+    (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#,
+        text.replace('\n', "\\n"),
+        text.len()
+    )
 }

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use containerd_shim::api::{
-    CreateTaskRequest, DeleteRequest, Empty, KillRequest, PidsRequest, ShutdownRequest,
-    StartRequest, StateRequest, Status, WaitRequest, WaitResponse,
+    ConnectRequest, CreateTaskRequest, DeleteRequest, Empty, KillRequest, PidsRequest,
+    ShutdownRequest, StartRequest, StateRequest, Status, WaitRequest, WaitResponse,
 };
 use containerd_shim::protos::api::{
     CloseIORequest, ExecProcessRequest, ForwardRequest, StatsRequest,
@@ -429,9 +429,40 @@ async fn sigterm_ends_a_compute_loop_and_a_second_kill_is_not_found() {
     shim.create("spin", &bundle, &out.path, &err.path)
         .await
         .unwrap();
-    shim.start_task("spin").await.unwrap();
+    let pid = shim.start_task("spin").await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(shim.status("spin").await, Status::RUNNING);
+    let pids = shim
+        .client
+        .pids(
+            ctx(),
+            &PidsRequest {
+                id: "spin".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let listed: Vec<u32> = pids.processes.iter().map(|p| p.pid).collect();
+    assert_eq!(listed, vec![pid]);
+    let connect = ConnectRequest {
+        id: "spin".into(),
+        ..Default::default()
+    };
+    let connected = shim.client.connect(ctx(), &connect).await.unwrap();
+    assert_eq!(
+        (connected.shim_pid, connected.task_pid),
+        (shim.shim.id(), pid)
+    );
+    // The guest is its own process, a child of the shim: the shim never runs guest code.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let ppid: u32 = stat[stat.rfind(')').unwrap() + 2..]
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(ppid, shim.shim.id());
     let (c, _) = code(shim.delete("spin").await.unwrap_err());
     assert_eq!(c, Code::FAILED_PRECONDITION, "delete of a running task");
     shim.kill("spin", 15).await.unwrap();
