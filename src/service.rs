@@ -318,8 +318,11 @@ fn open_log(bundle: &Path) -> Result<std::os::fd::OwnedFd> {
             .with_path("open", Path::new("/dev/null"))?,
     };
     let fd = std::os::fd::OwnedFd::from(file);
-    nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()))
-        .context(|| "make the log descriptor blocking".into())?;
+    nix::fcntl::fcntl(
+        &fd,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
+    )
+    .context(|| "make the log descriptor blocking".into())?;
     Ok(fd)
 }
 

@@ -632,3 +632,40 @@ async fn delete_after_a_lost_shim_kills_the_guest_and_reports_137() {
     shim.delete("lost").await.unwrap();
     shim.stop().await;
 }
+
+/// Exits with the errno `fd_prestat_dir_name(3, buf, 0)` answers (the root's name is "/").
+const PRESTAT_SHORT_BUFFER_WAT: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_prestat_dir_name" (func $name (param i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (func (export "_start") (call $exit (call $name (i32.const 3) (i32.const 64) (i32.const 0)))))"#;
+
+/// Exits with the errno `sock_shutdown(1, SHUT_RDWR)` answers: stdout is not a socket.
+const SHUTDOWN_STDOUT_WAT: &str = r#"(module
+  (import "wasi_snapshot_preview1" "sock_shutdown" (func $shutdown (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (func (export "_start") (call $exit (call $shutdown (i32.const 1) (i32.const 3)))))"#;
+
+#[tokio::test]
+async fn wasi_calls_answer_the_errno_wasi_specifies() {
+    use wasmer_wasix::types::wasi::Errno;
+    let shim = ShimUnderTest::start().await;
+    let cases = [
+        ("prestat", PRESTAT_SHORT_BUFFER_WAT, Errno::Nametoolong),
+        ("shutdown", SHUTDOWN_STDOUT_WAT, Errno::Notsock),
+    ];
+    for (id, source, errno) in cases {
+        let bundle = shim.bundle(id, &wat::parse_str(source).unwrap(), &["/app.wasm"]);
+        let (out, err) = shim.outputs(id);
+        shim.create(id, &bundle, &out.path, &err.path)
+            .await
+            .unwrap();
+        shim.start_task(id).await.unwrap();
+        assert_eq!(shim.wait(id).await.exit_status, errno as u32, "{id}");
+        out.finish();
+        err.finish();
+        shim.delete(id).await.unwrap();
+    }
+    shim.stop().await;
+}

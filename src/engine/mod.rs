@@ -5,6 +5,7 @@
 pub mod cache;
 pub mod container_fs;
 pub mod stdio;
+pub mod wasi_fixes;
 pub mod wasmer;
 
 use std::os::fd::OwnedFd;

@@ -18,6 +18,7 @@ use wasmer_wasix::{PluggableRuntime, WasiEnv, WasiEnvBuilder, WasiError, WasiFs,
 use super::cache::{digest_hex, Miss, ModuleCache};
 use super::container_fs::ContainerFs;
 use super::stdio::StdioFile;
+use super::wasi_fixes::WasiErrnoFixes;
 use super::{Invocation, Outcome};
 
 /// The wasmer release this shim is built against (pinned in Cargo.toml); part of the cache key.
@@ -171,6 +172,7 @@ impl WasmerEngine {
         let tasks = TokioTaskManager::new(handle);
         let mut runtime = PluggableRuntime::new(Arc::new(tasks));
         runtime.set_engine(self.engine.clone());
+        runtime.with_instantiation_hook(WasiErrnoFixes);
 
         let (argv0, rest) = inv
             .args
