@@ -687,3 +687,53 @@ fn unique_hello_wat(id: &str) -> String {
         text.len()
     )
 }
+
+#[test]
+fn start_answers_while_a_big_module_compiles_and_kill_ends_the_compile() {
+    // ~150k functions: seconds of cranelift work, in the guest process, after Start answered.
+    let id = unique_id("compiling");
+    let module = work_dir().join(format!("{id}.wat"));
+    std::fs::write(&module, big_module_wat(&id, 150_000)).unwrap();
+    let name = image(&format!("docker.io/library/e2e-{id}:latest"), &module, &[]);
+    let mut o = RunOpts::new(&name, &id);
+    o.namespace = NS.into();
+    let mut running = containerd().spawn_run(o);
+    assert!(
+        running.wait_running(Duration::from_secs(30)),
+        "never RUNNING"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = Instant::now();
+    containerd().ctr_ok(&["-n", NS, "tasks", "kill", "-s", "SIGTERM", &id]);
+    let r = running.wait();
+    let took = sent.elapsed();
+    containerd().assert_no_debris(NS, &id);
+    r.assert_code(143);
+    let log = std::fs::read_to_string(containerd().dir.join("containerd.log")).unwrap();
+    let compiled = log
+        .lines()
+        .any(|l| l.contains(&format!("id={id} compiled module")));
+    assert!(
+        !compiled,
+        "the kill came after the compile finished: no proof it was interrupted"
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "ended {took:?} after the kill"
+    );
+}
+
+/// A module with `functions` small functions; `id` makes its digest new to the cache.
+fn big_module_wat(id: &str, functions: usize) -> String {
+    let mut wat = String::from(
+        "(module (import \"wasi_snapshot_preview1\" \"proc_exit\" (func $exit (param i32)))\n(memory (export \"memory\") 1)\n",
+    );
+    wat.push_str(&format!("(data (i32.const 0) \"{id}\")\n"));
+    for i in 0..functions {
+        wat.push_str(&format!(
+            "(func $f{i} (param i32) (result i32) local.get 0 i32.const {i} i32.add i32.const 3 i32.mul local.get 0 i32.xor)\n"
+        ));
+    }
+    wat.push_str("(func (export \"_start\") i32.const 1 call $f0 drop i32.const 0 call $exit))\n");
+    wat
+}
