@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 use containerd_shim::api::Status;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
+
+use crate::console::Console;
 
 use crate::error::{Error, Result};
 use crate::guest::GuestProcess;
@@ -48,6 +50,10 @@ pub struct Process {
     /// The shim's own write end of the stdin FIFO: while held, the guest does not see EOF
     /// just because the client has not opened its end yet. CloseIO drops it.
     stdin_hold: Option<File>,
+    /// The task's terminal, if it was created with one.
+    pub console: Option<Console>,
+    /// Resolves once the terminal's output is copied out; the exit waits for it.
+    output_done: Option<oneshot::Receiver<()>>,
     exit_tx: watch::Sender<Option<ExitInfo>>,
 }
 
@@ -59,8 +65,22 @@ impl Process {
             state: State::Created,
             guest,
             stdin_hold,
+            console: None,
+            output_done: None,
             exit_tx: watch::channel(None).0,
         }
+    }
+
+    /// Attaches the task's terminal (see `console.rs`).
+    pub fn with_console(mut self, console: Console, output_done: oneshot::Receiver<()>) -> Self {
+        self.console = Some(console);
+        self.output_done = Some(output_done);
+        self
+    }
+
+    /// What must finish before the exit is reported: the terminal output copy, if any.
+    pub fn take_output_done(&mut self) -> Option<oneshot::Receiver<()>> {
+        self.output_done.take()
     }
 
     pub fn status(&self) -> Status {

@@ -5,6 +5,7 @@
 //! per container process) -> `engine` (wasmer). `spec` turns the OCI spec into a run plan,
 //! `rootfs` and `stdio` open what containerd hands over, `events` publishes off the RPC path.
 
+pub mod console;
 pub mod container;
 pub mod engine;
 pub mod error;

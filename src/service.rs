@@ -19,7 +19,8 @@ use crate::container::{Container, ExitInfo, Process, StdioPaths};
 use crate::error::{Error, IoContext, Result};
 use crate::events::{timestamp, Events};
 use crate::guest::{GuestFds, GuestProcess};
-use crate::{rootfs, spec, stdio};
+use crate::spec::RunPlan;
+use crate::{console, rootfs, spec, stdio};
 
 /// Where compiled modules are cached unless `CONTAINERD_SHIM_WASM_CACHE_DIR` says otherwise.
 pub const DEFAULT_CACHE_DIR: &str = "/var/lib/containerd-shim-wasm/cache";
@@ -31,6 +32,9 @@ pub const PID_FILE: &str = "init.pid";
 
 /// Exit status reported when the shim kills a process itself (SIGKILL).
 pub const EXIT_KILLED: u32 = 128 + libc::SIGKILL as u32;
+
+/// How long an exit waits for a terminal's output to drain before it is reported anyway.
+const OUTPUT_DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub struct Service {
     containers: Mutex<HashMap<String, Container>>,
@@ -59,11 +63,6 @@ impl Service {
                 "container {} already exists",
                 req.id
             )));
-        }
-        if req.terminal {
-            return Err(Error::Unimplemented(
-                "a terminal (ctr run -t, kubectl run -t) is not supported by the wasm shim yet; run without a tty".into(),
-            ));
         }
         let bundle = PathBuf::from(&req.bundle);
         let spec = spec::load_spec(&bundle)?;
@@ -105,25 +104,42 @@ impl Service {
         let plan = spec::plan(&req.id, spec, rootfs, &self.cache_dir)?;
         let module_host = rootfs::host_path(rootfs, &plan.module);
         let module = File::open(&module_host).with_path("open the module", &plan.module)?;
-        let opened = stdio::open(&req.stdin, &req.stdout, &req.stderr)?;
-        let fds = GuestFds {
-            stdin: opened.stdin,
-            stdout: opened.stdout,
-            stderr: opened.stderr,
-            log: open_log(bundle)?,
-            module,
-        };
-        let guest = tokio::task::spawn_blocking(move || GuestProcess::spawn(&plan, fds))
-            .await
-            .map_err(|e| Error::Internal(format!("guest spawn task failed: {e}")))??;
-        write_pid_file(bundle, guest.pid);
+        let log = open_log(bundle)?;
         let stdio = StdioPaths {
             stdin: req.stdin.clone(),
             stdout: req.stdout.clone(),
             stderr: req.stderr.clone(),
             terminal: req.terminal,
         };
-        Ok(Process::new(guest, stdio, opened.stdin_hold))
+        if !req.terminal {
+            let opened = stdio::open(&req.stdin, &req.stdout, &req.stderr)?;
+            let fds = GuestFds {
+                stdin: opened.stdin,
+                stdout: opened.stdout,
+                stderr: opened.stderr,
+                log,
+                module,
+                terminal: false,
+            };
+            let guest = spawn_guest(plan, fds, bundle).await?;
+            return Ok(Process::new(guest, stdio, opened.stdin_hold));
+        }
+        let tty = console::open(&req.stdin, &req.stdout)?;
+        let slave = |what: &str| {
+            tty.slave
+                .try_clone()
+                .context(|| format!("duplicate the terminal for {what}"))
+        };
+        let fds = GuestFds {
+            stdin: slave("stdin")?,
+            stdout: slave("stdout")?,
+            stderr: tty.slave,
+            log,
+            module,
+            terminal: true,
+        };
+        let guest = spawn_guest(plan, fds, bundle).await?;
+        Ok(Process::new(guest, stdio, tty.stdin_hold).with_console(tty.console, tty.output_done))
     }
 
     pub async fn start(&self, id: &str, exec_id: &str) -> Result<u32> {
@@ -258,6 +274,20 @@ impl Service {
         Ok(())
     }
 
+    /// ResizePty: sets the window size of the process's terminal.
+    pub async fn resize_pty(&self, id: &str, exec_id: &str, width: u32, height: u32) -> Result<()> {
+        let containers = self.containers.lock().await;
+        let container = containers
+            .get(id)
+            .ok_or_else(|| Error::not_found_container(id))?;
+        match &container.process(exec_id)?.console {
+            Some(console) => console.resize(width, height),
+            None => Err(Error::FailedPrecondition(format!(
+                "{id} was not created with a terminal"
+            ))),
+        }
+    }
+
     /// The init pid of a container, for Connect.
     pub async fn init_pid(&self, id: &str) -> Option<u32> {
         let containers = self.containers.lock().await;
@@ -281,6 +311,18 @@ impl Service {
     /// Called by the exit observer for every reaped child: records the exit and publishes
     /// TaskExit. Pids that are not a container process (already deleted) are ignored.
     pub async fn on_exit(&self, pid: i32, code: i32) {
+        // A terminal's output goes through the shim: let it drain before anyone hears of the
+        // exit. The guest side is closed now, so the copy ends at once with what is buffered.
+        let output_done = {
+            let mut containers = self.containers.lock().await;
+            containers
+                .values_mut()
+                .find(|c| c.init.pid == pid)
+                .and_then(|c| c.init.take_output_done())
+        };
+        if let Some(done) = output_done {
+            let _ = tokio::time::timeout(OUTPUT_DRAIN_LIMIT, done).await;
+        }
         let mut containers = self.containers.lock().await;
         let Some(container) = containers.values_mut().find(|c| c.init.pid == pid) else {
             debug!("exit of unknown pid {pid} (status {code})");
@@ -300,6 +342,15 @@ fn signal_pid(pid: i32, signal: u32) -> Result<()> {
         .map_err(|_| Error::InvalidArgument(format!("invalid signal {signal}")))?;
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig)
         .map_err(|e| Error::io(format!("kill process {pid}"), e.into()))
+}
+
+/// Starts the guest process (blocking work, off the runtime) and records its pid.
+async fn spawn_guest(plan: RunPlan, fds: GuestFds, bundle: &Path) -> Result<GuestProcess> {
+    let guest = tokio::task::spawn_blocking(move || GuestProcess::spawn(&plan, fds))
+        .await
+        .map_err(|e| Error::Internal(format!("guest spawn task failed: {e}")))??;
+    write_pid_file(bundle, guest.pid);
+    Ok(guest)
 }
 
 /// The bundle's `log` FIFO, where containerd reads the shim's log; /dev/null if it has none.

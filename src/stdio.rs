@@ -34,7 +34,7 @@ pub fn open(stdin: &str, stdout: &str, stderr: &str) -> Result<OpenedStdio> {
 }
 
 /// The path of a stdin URI: a bare path or `fifo://`; files and binaries cannot feed stdin.
-fn fifo_path(uri: &str) -> Result<&Path> {
+pub(crate) fn fifo_path(uri: &str) -> Result<&Path> {
     match uri.split_once("://") {
         None => Ok(Path::new(uri)),
         Some(("fifo", path)) => Ok(Path::new(path)),
@@ -46,7 +46,7 @@ fn fifo_path(uri: &str) -> Result<&Path> {
 
 /// Opens the read end for the guest and a write end for the shim to hold. Neither open
 /// blocks: the read end is opened non-blocking first, after which the FIFO has a reader.
-fn open_stdin(path: &Path) -> Result<(OwnedFd, Option<File>)> {
+pub(crate) fn open_stdin(path: &Path) -> Result<(OwnedFd, Option<File>)> {
     let read = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
@@ -60,7 +60,7 @@ fn open_stdin(path: &Path) -> Result<(OwnedFd, Option<File>)> {
 }
 
 /// stdout or stderr: a FIFO path, `fifo://`, `file://` (appended to), or empty (/dev/null).
-fn open_output(uri: &str) -> Result<OwnedFd> {
+pub(crate) fn open_output(uri: &str) -> Result<OwnedFd> {
     let (scheme, path) = match uri.split_once("://") {
         None if uri.is_empty() => return dev_null(true),
         None => ("fifo", uri),

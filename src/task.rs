@@ -133,8 +133,11 @@ impl Task for TaskService {
         unimplemented("exec into a wasm container")
     }
 
-    async fn resize_pty(&self, _ctx: &TtrpcContext, _req: ResizePtyRequest) -> TtrpcResult<Empty> {
-        unimplemented("a terminal")
+    async fn resize_pty(&self, _ctx: &TtrpcContext, req: ResizePtyRequest) -> TtrpcResult<Empty> {
+        self.service
+            .resize_pty(&req.id, &req.exec_id, req.width, req.height)
+            .await?;
+        Ok(Empty::new())
     }
 
     async fn pause(&self, _ctx: &TtrpcContext, _req: PauseRequest) -> TtrpcResult<Empty> {

@@ -737,3 +737,57 @@ fn big_module_wat(id: &str, functions: usize) -> String {
     wat.push_str("(func (export \"_start\") i32.const 1 call $f0 drop i32.const 0 call $exit))\n");
     wat
 }
+
+/// `ctr run -t` under `script`, which gives ctr the terminal it insists on; `keys` are typed
+/// into that terminal `delay` after the start. Returns (exit code, output with CRs removed).
+fn run_in_terminal(id: &str, args: &[&str], keys: Option<(&[u8], Duration)>) -> (i32, String) {
+    use std::io::Write;
+    let ctr = format!(
+        "ctr --address {} -n {NS} run -t --rm --runtime io.containerd.wasm.v1 {} {id} {}",
+        containerd().socket.display(),
+        probe_image(),
+        args.join(" ")
+    );
+    let mut script = Command::new("timeout")
+        .args(["60", "script", "-qec", &ctr, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = script.stdin.take().unwrap();
+    if let Some((keys, delay)) = keys {
+        std::thread::sleep(delay);
+        stdin.write_all(keys).unwrap();
+    }
+    let out = script.wait_with_output().unwrap();
+    drop(stdin);
+    containerd().assert_no_debris(NS, id);
+    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn a_terminal_carries_output_exit_code_and_ctrl_c() {
+    let id = unique_id("tty-out");
+    let (code, out) = run_in_terminal(&id, &["/probe.wasm", "args", "over", "a tty"], None);
+    assert_eq!(code, 0, "{out}");
+    // The same as runc gives through `script`: a NUL from ctr's console, then the lines.
+    assert!(
+        out.ends_with("/probe.wasm\nargs\nover\na\ntty\n"),
+        "{out:?}"
+    );
+
+    let id = unique_id("tty-exit");
+    let (code, _) = run_in_terminal(&id, &["/probe.wasm", "exit", "7"], None);
+    assert_eq!(code, 7);
+
+    // ^C typed into the terminal reaches the guest as SIGINT, as for a native process.
+    let id = unique_id("tty-ctrlc");
+    let keys: &[u8] = b"\x03";
+    let (code, out) = run_in_terminal(
+        &id,
+        &["/probe.wasm", "sleep", "600"],
+        Some((keys, Duration::from_secs(2))),
+    );
+    assert_eq!(code, 130, "{out:?}");
+}

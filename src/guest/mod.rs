@@ -48,6 +48,8 @@ pub struct GuestFds {
     pub log: OwnedFd,
     /// The module, opened by the shim after checking it.
     pub module: File,
+    /// stdin is a terminal that must become the guest's controlling terminal.
+    pub terminal: bool,
 }
 
 /// A guest process that has been created: set up, compiling, waiting to be started.
@@ -81,8 +83,15 @@ impl GuestProcess {
         ];
         // SAFETY: the closure runs in the forked child before exec and only calls fcntl and
         // dup2, which are async-signal-safe; it touches no memory shared with other threads.
+        let terminal = fds.terminal;
         unsafe {
-            command.pre_exec(move || place_fds(&targets));
+            command.pre_exec(move || {
+                place_fds(&targets)?;
+                if terminal {
+                    take_controlling_terminal()?;
+                }
+                Ok(())
+            });
         }
         let child = command
             .spawn()
@@ -138,6 +147,18 @@ fn wait_ready(status: File) -> Result<()> {
 
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context(|| "create a pipe".into())
+}
+
+/// In the forked child: a new session whose controlling terminal is stdin, so the terminal
+/// sends SIGINT to the guest on ^C as it would to a native process.
+fn take_controlling_terminal() -> std::io::Result<()> {
+    // SAFETY: setsid and ioctl(TIOCSCTTY) are async-signal-safe and touch no shared memory.
+    unsafe {
+        if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// In the forked child: moves each source descriptor to its target number. Sources are first
