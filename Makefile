@@ -2,6 +2,8 @@
 #
 #   make demo    install containerd, build everything, run hello.wasm through a private containerd
 #   make test    unit, shim-level and end-to-end tests (a private containerd is started and stopped)
+#   make conformance  only the WASI test suite, standalone and through containerd (make test runs
+#                     it too; see tests/conformance/README.md)
 
 SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(CURDIR)/target
@@ -14,8 +16,10 @@ HARNESS := tests/harness/containerd.sh
 DEMO_DIR ?= /var/tmp/containerd-shim-wasm-demo
 DEMO_IMAGE := docker.io/library/hello-wasm:latest
 TEST_DIR ?= /var/tmp/containerd-shim-wasm-test
+# Its own directory, so it never stops the containerd of a `make test` running beside it.
+CONFORMANCE_DIR ?= /var/tmp/containerd-shim-wasm-conformance
 
-.PHONY: all build guests deps demo test unit lint fmt clean-state
+.PHONY: all build guests deps demo test conformance unit lint fmt clean-state
 
 all: build
 
@@ -48,6 +52,12 @@ test: deps build guests
 	WASM_SHIM_CONTAINERD_DIR=$(TEST_DIR) WASM_SHIM_GUESTS_DIR=$(GUESTS) \
 	cargo test -- --test-threads=2
 	cargo fmt --check
+
+conformance: deps build
+	@$(HARNESS) stop $(CONFORMANCE_DIR) >/dev/null && rm -rf $(CONFORMANCE_DIR) && mkdir -p $(CONFORMANCE_DIR)
+	CONTAINERD_SHIM_WASM_CACHE_DIR=$(CONFORMANCE_DIR)/cache $(HARNESS) start $(CONFORMANCE_DIR) $(SHIM)
+	@trap '$(HARNESS) stop $(CONFORMANCE_DIR)' EXIT; \
+	WASM_SHIM_CONTAINERD_DIR=$(CONFORMANCE_DIR) cargo test --test conformance
 
 unit: build
 	cargo test --lib --bins

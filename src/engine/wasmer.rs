@@ -18,7 +18,7 @@ use wasmer_wasix::{PluggableRuntime, WasiEnv, WasiEnvBuilder, WasiError, WasiFs,
 use super::cache::{digest_hex, Miss, ModuleCache};
 use super::container_fs::ContainerFs;
 use super::stdio::StdioFile;
-use super::wasi_fixes::WasiErrnoFixes;
+use super::wasi_fixes::WasiFixes;
 use super::{Invocation, Outcome};
 
 /// The wasmer release this shim is built against (pinned in Cargo.toml); part of the cache key.
@@ -172,7 +172,7 @@ impl WasmerEngine {
         let tasks = TokioTaskManager::new(handle);
         let mut runtime = PluggableRuntime::new(Arc::new(tasks));
         runtime.set_engine(self.engine.clone());
-        runtime.with_instantiation_hook(WasiErrnoFixes);
+        runtime.with_instantiation_hook(WasiFixes);
 
         let (argv0, rest) = inv
             .args
@@ -190,15 +190,16 @@ impl WasmerEngine {
             .stdin(Box::new(StdioFile::stdin(inv.stdin)))
             .stdout(Box::new(StdioFile::output(inv.stdout, 1)))
             .stderr(Box::new(StdioFile::output(inv.stderr, 2)))
-            .setup_fs(Box::new(make_root_real));
+            .setup_fs(Box::new(setup_guest_fs));
         for (name, dir) in preopens(&inv.cwd, &inv.root_entries) {
             builder = builder
                 .preopen_build(|p| {
-                    p.directory(&dir)
-                        .alias(&name)
-                        .read(true)
-                        .write(true)
-                        .create(true)
+                    // An alias loses its leading '/' in wasmer (alias "/" would be named
+                    // ""); without one, the preopen is named after its directory.
+                    if name != dir {
+                        p.alias(&name);
+                    }
+                    p.directory(&dir).read(true).write(true).create(true)
                 })
                 .map_err(|e| format!("cannot preopen {dir}: {e}"))?;
         }
@@ -206,8 +207,8 @@ impl WasmerEngine {
     }
 }
 
-/// The preopened directories besides the root (fd 3, see [`make_root_real`]), as (name the
-/// guest sees, directory), in registration order.
+/// The preopened directories, as (name the guest sees, directory), in registration order.
+/// The first, named "/", is the container root: the preopen guests look for by name.
 ///
 /// WASI preview 1 has no working directory: wasi-libc resolves every path, absolute or
 /// relative, against the preopen whose name is the longest prefix of the path after it strips
@@ -217,40 +218,47 @@ impl WasmerEngine {
 /// the root under its own name, so absolute paths into them still resolve from the root.
 /// What remains ambiguous is documented in the README ("Working directory").
 pub fn preopens(cwd: &Path, root_entries: &[String]) -> Vec<(String, String)> {
+    let mut list = vec![("/".to_string(), "/".to_string())];
     if cwd == Path::new("/") {
-        return Vec::new();
+        return list;
     }
-    let mut list: Vec<(String, String)> = root_entries
-        .iter()
-        .map(|entry| (format!("/{entry}"), format!("/{entry}")))
-        .collect();
+    for entry in root_entries {
+        list.push((format!("/{entry}"), format!("/{entry}")));
+    }
     list.push((".".to_string(), cwd.display().to_string()));
     list
 }
 
-/// Makes fd 3 the container's real root.
+/// Gives the guest a real `/`. Runs once wasmer-wasix has set up the preopens.
 ///
-/// wasmer-wasix always opens fd 3 as a virtual root named "/" that can only hold the other
-/// preopens (wasmerio/wasmer#2098): a guest that takes the first preopen named "/" — as most
-/// of the WASI test suite does — could not create, rename or remove anything there. After the
-/// preopens are set up, this turns that inode into an ordinary directory at `/` of the guest's
-/// filesystem (the container root, after pivot_root), keeping the top-level preopens as its
-/// cached entries. "." is dropped from them: it names the working directory, not a child.
-fn make_root_real(_inodes: &WasiInodes, fs: &mut WasiFs) -> Result<(), String> {
+/// wasmer-wasix always makes fd 3 a virtual root named "/" that can only hold the other
+/// preopens (wasmerio/wasmer#2098), and special-cases fd 3 throughout: `WasiFs::fdstat`
+/// reports all rights for it, and `get_fd`/`get_fd_inode` fall back to the root inode, so it
+/// can be neither closed nor replaced by `fd_renumber`. So:
+/// - that root inode becomes an ordinary directory at the guest's `/` (the container root,
+///   after pivot_root); the preopen "/" (fd 4) is an ordinary descriptor of it, and wasmer's
+///   own resolution of absolute paths (symlink targets) goes through it for real;
+/// - fd 3 is hidden from preopen discovery (`wasi_fixes`), so a guest that takes the first
+///   preopen named "/" — as most of the WASI test suite does — gets fd 4;
+/// - directories report their base rights without FD_WRITE (`wasi_fixes`): wasmer refuses to
+///   open a directory with FD_WRITE, and guests reopen a preopen with the rights it reports.
+fn setup_guest_fs(_inodes: &WasiInodes, fs: &mut WasiFs) -> Result<(), String> {
     let root = fs.root_inode.clone();
-    let mut kind = root.write();
-    let entries = match &mut *kind {
-        Kind::Root { entries } => std::mem::take(entries)
-            .into_iter()
-            .filter(|(name, _)| name != "." && name != "/")
-            .collect(),
-        _ => return Err("wasmer's fd 3 is not its virtual root".into()),
-    };
-    *kind = Kind::Dir {
-        parent: root.downgrade(),
-        path: PathBuf::from("/"),
-        entries,
-    };
+    {
+        let mut kind = root.write();
+        let entries = match &mut *kind {
+            Kind::Root { entries } => std::mem::take(entries)
+                .into_iter()
+                .filter(|(name, _)| name != "." && name != "/")
+                .collect(),
+            _ => return Err("wasmer's fd 3 is not its virtual root".into()),
+        };
+        *kind = Kind::Dir {
+            parent: root.downgrade(),
+            path: PathBuf::from("/"),
+            entries,
+        };
+    }
     Ok(())
 }
 
@@ -296,14 +304,15 @@ mod tests {
 
     #[test]
     fn the_root_alone_is_preopened_when_cwd_is_the_root() {
-        assert!(preopens(Path::new("/"), &["etc".into()]).is_empty());
+        let list = preopens(Path::new("/"), &["etc".into()]);
+        assert_eq!(list, vec![("/".to_string(), "/".to_string())]);
     }
 
     #[test]
     fn cwd_is_preopened_last_so_relative_paths_resolve_there() {
         let list = preopens(Path::new("/app"), &["app".into(), "etc".into()]);
         let names: Vec<_> = list.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, vec!["/app", "/etc", "."]);
+        assert_eq!(names, vec!["/", "/app", "/etc", "."]);
         assert_eq!(list.last().unwrap().1, "/app");
     }
 }
