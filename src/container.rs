@@ -141,30 +141,39 @@ impl Process {
     /// Sends a signal to the process, as runc's shim does: an exited process is NotFound.
     pub fn kill(&self, signal: u32) -> Result<()> {
         if self.is_stopped() {
-            return Err(Error::NotFound(format!(
-                "process {} already finished",
-                self.pid
-            )));
+            return Err(finished(self.pid));
         }
-        let sig = i32::try_from(signal)
-            .ok()
-            .and_then(|s| nix::sys::signal::Signal::try_from(s).ok())
-            .ok_or_else(|| Error::InvalidArgument(format!("invalid signal {signal}")))?;
-        match nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), sig) {
-            Ok(()) => Ok(()),
-            // Exited but not yet reaped: the exit event is on its way.
-            Err(nix::errno::Errno::ESRCH) => Err(Error::NotFound(format!(
-                "process {} already finished",
-                self.pid
-            ))),
-            Err(e) => Err(Error::io(format!("kill process {}", self.pid), e.into())),
-        }
+        send_signal(self.pid, signal)
     }
 
     /// CloseIO: the client has closed stdin; once its writer is gone the guest sees EOF.
     pub fn close_stdin(&mut self) {
         self.stdin_hold = None;
     }
+}
+
+/// Sends `signal` to `pid`. Signal 0 is kill(2)'s liveness check.
+pub fn send_signal(pid: i32, signal: u32) -> Result<()> {
+    let sig = match signal {
+        0 => None,
+        n => Some(
+            i32::try_from(n)
+                .ok()
+                .and_then(|s| nix::sys::signal::Signal::try_from(s).ok())
+                .ok_or_else(|| Error::InvalidArgument(format!("invalid signal {signal}")))?,
+        ),
+    };
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig) {
+        Ok(()) => Ok(()),
+        // Exited but not yet reaped: the exit event is on its way.
+        Err(nix::errno::Errno::ESRCH) => Err(finished(pid)),
+        Err(e) => Err(Error::io(format!("kill process {pid}"), e.into())),
+    }
+}
+
+/// What runc's shim answers for a process that has exited.
+fn finished(pid: i32) -> Error {
+    Error::NotFound(format!("process {pid} already finished"))
 }
 
 /// A container: its bundle, rootfs and init process.

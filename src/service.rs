@@ -15,7 +15,7 @@ use containerd_shim::ExitSignal;
 use log::{debug, info, warn};
 use tokio::sync::Mutex;
 
-use crate::container::{Container, ExitInfo, Process, StdioPaths};
+use crate::container::{send_signal, Container, ExitInfo, Process, StdioPaths};
 use crate::error::{Error, IoContext, Result};
 use crate::events::{timestamp, Events};
 use crate::guest::{GuestFds, GuestProcess};
@@ -164,7 +164,7 @@ impl Service {
         if all && exec_id.is_empty() {
             // Every process of the container; one that already finished is not an error.
             for pid in container.pids() {
-                let _ = signal_pid(pid as i32, signal);
+                let _ = send_signal(pid as i32, signal);
             }
             return Ok(());
         }
@@ -224,7 +224,7 @@ impl Service {
             if container.init.status() != containerd_shim::api::Status::CREATED {
                 return Ok(());
             }
-            let _ = signal_pid(container.init.pid, libc::SIGKILL as u32);
+            let _ = send_signal(container.init.pid, libc::SIGKILL as u32);
             container.init.subscribe_exit()
         };
         let mut exit = exit;
@@ -335,13 +335,6 @@ impl Service {
                 .task_exit(&container.id, "", pid as u32, status, info.at);
         }
     }
-}
-
-fn signal_pid(pid: i32, signal: u32) -> Result<()> {
-    let sig = nix::sys::signal::Signal::try_from(signal as i32)
-        .map_err(|_| Error::InvalidArgument(format!("invalid signal {signal}")))?;
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig)
-        .map_err(|e| Error::io(format!("kill process {pid}"), e.into()))
 }
 
 /// Starts the guest process (blocking work, off the runtime) and records its pid.
