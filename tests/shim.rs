@@ -633,12 +633,12 @@ async fn delete_after_a_lost_shim_kills_the_guest_and_reports_137() {
     shim.stop().await;
 }
 
-/// Exits with the errno `fd_prestat_dir_name(3, buf, 0)` answers (the root's name is "/").
+/// Exits with the errno `fd_prestat_dir_name(4, buf, 0)` answers (fd 4 is the root, "/").
 const PRESTAT_SHORT_BUFFER_WAT: &str = r#"(module
   (import "wasi_snapshot_preview1" "fd_prestat_dir_name" (func $name (param i32 i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
   (memory (export "memory") 1)
-  (func (export "_start") (call $exit (call $name (i32.const 3) (i32.const 64) (i32.const 0)))))"#;
+  (func (export "_start") (call $exit (call $name (i32.const 4) (i32.const 64) (i32.const 0)))))"#;
 
 /// Exits with the errno `sock_shutdown(1, SHUT_RDWR)` answers: stdout is not a socket.
 const SHUTDOWN_STDOUT_WAT: &str = r#"(module
@@ -647,6 +647,97 @@ const SHUTDOWN_STDOUT_WAT: &str = r#"(module
   (memory (export "memory") 1)
   (func (export "_start") (call $exit (call $shutdown (i32.const 1) (i32.const 3)))))"#;
 
+/// A module that exits with the errno of one WASI call, `NAME ARGS...` (its import is declared
+/// from the call's name).
+fn wasi_call(call: &str) -> String {
+    let name = call.split_whitespace().next().unwrap();
+    let params = match name {
+        "fd_fdstat_get" => "i32 i32",
+        "fd_seek" => "i32 i64 i32 i32",
+        _ => panic!("no signature for {name}"),
+    };
+    format!(
+        r#"(module
+  (import "wasi_snapshot_preview1" "{name}" (func $call (param {params}) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (func (export "_start") (call $exit (call $call {rest}))))"#,
+        rest = &call[name.len()..]
+    )
+}
+
+/// A module that exits with the errno of `path_open(dirfd, 0, path, oflags, 0, 0, 0, out)`.
+fn path_open(dirfd: u32, path: &str, oflags: u32) -> String {
+    format!(
+        r#"(module
+  (import "wasi_snapshot_preview1" "path_open" (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "{path}")
+  (func (export "_start")
+    (call $exit (call $open (i32.const {dirfd}) (i32.const 0) (i32.const 16) (i32.const {len})
+      (i32.const {oflags}) (i64.const 0) (i64.const 0) (i32.const 0) (i32.const 64)))))"#,
+        len = path.len()
+    )
+}
+
+/// Closes fd 3 (wasmer's virtual root, reserved by the shim) twice; exits with the second
+/// errno (the first must succeed, else exits 100).
+const CLOSE_FD_3_TWICE_WAT: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_close" (func $close (param i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (func (export "_start")
+    (if (call $close (i32.const 3)) (then (call $exit (i32.const 100))))
+    (call $exit (call $close (i32.const 3)))))"#;
+
+/// Renumbers stdout onto stderr, then exits with the errno of closing stdout: renumber
+/// closes its source (exits 100 if the renumber fails).
+const RENUMBER_CLOSES_SOURCE_WAT: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_renumber" (func $renumber (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_close" (func $close (param i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (func (export "_start")
+    (if (call $renumber (i32.const 1) (i32.const 2)) (then (call $exit (i32.const 100))))
+    (call $exit (call $close (i32.const 1)))))"#;
+
+/// Closes stdin, then exits with the errno of `fd_fdstat_get(0)` (100 if the close fails).
+const STAT_CLOSED_STDIN_WAT: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_close" (func $close (param i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_fdstat_get" (func $stat (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (func (export "_start")
+    (if (call $close (i32.const 0)) (then (call $exit (i32.const 100))))
+    (call $exit (call $stat (i32.const 0) (i32.const 64)))))"#;
+
+/// Exits with the errno of `path_symlink("a", 4, "missing/")`: a link path ending in "/".
+const SYMLINK_TRAILING_SLASH_WAT: &str = r#"(module
+  (import "wasi_snapshot_preview1" "path_symlink" (func $symlink (param i32 i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "a")
+  (data (i32.const 32) "missing/")
+  (func (export "_start")
+    (call $exit (call $symlink (i32.const 16) (i32.const 1) (i32.const 4) (i32.const 32) (i32.const 8)))))"#;
+
+/// Creates the directory "d" in the root (fd 4), then exits with the errno of
+/// `path_unlink_file(4, "d")`, or with 100 if "d" is gone after it.
+const UNLINK_DIRECTORY_WAT: &str = r#"(module
+  (import "wasi_snapshot_preview1" "path_create_directory" (func $mkdir (param i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "path_unlink_file" (func $unlink (param i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "path_remove_directory" (func $rmdir (param i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "d")
+  (global $e (mut i32) (i32.const 0))
+  (func (export "_start")
+    (if (call $mkdir (i32.const 4) (i32.const 16) (i32.const 1)) (then (call $exit (i32.const 101))))
+    (global.set $e (call $unlink (i32.const 4) (i32.const 16) (i32.const 1)))
+    (if (call $rmdir (i32.const 4) (i32.const 16) (i32.const 1)) (then (call $exit (i32.const 100))))
+    (call $exit (global.get $e))))"#;
+
 #[tokio::test]
 async fn wasi_calls_answer_the_errno_wasi_specifies() {
     use wasmer_wasix::types::wasi::Errno;
@@ -654,6 +745,23 @@ async fn wasi_calls_answer_the_errno_wasi_specifies() {
     let cases = [
         ("prestat", PRESTAT_SHORT_BUFFER_WAT, Errno::Nametoolong),
         ("shutdown", SHUTDOWN_STDOUT_WAT, Errno::Notsock),
+        (
+            "fd3",
+            &wasi_call("fd_fdstat_get (i32.const 3) (i32.const 64)"),
+            Errno::Badf,
+        ),
+        ("close3", CLOSE_FD_3_TWICE_WAT, Errno::Badf),
+        ("absolute", &path_open(4, "/app.wasm", 0), Errno::Perm),
+        ("notdir", &path_open(1, "foo", 1), Errno::Notdir),
+        (
+            "dirseek",
+            &wasi_call("fd_seek (i32.const 4) (i64.const 0) (i32.const 0) (i32.const 64)"),
+            Errno::Notcapable,
+        ),
+        ("renumber", RENUMBER_CLOSES_SOURCE_WAT, Errno::Badf),
+        ("stdin", STAT_CLOSED_STDIN_WAT, Errno::Badf),
+        ("symlink", SYMLINK_TRAILING_SLASH_WAT, Errno::Noent),
+        ("unlinkdir", UNLINK_DIRECTORY_WAT, Errno::Isdir),
     ];
     for (id, source, errno) in cases {
         let bundle = shim.bundle(id, &wat::parse_str(source).unwrap(), &["/app.wasm"]);

@@ -1,4 +1,5 @@
-//! The guest's filesystem: wasmer's host filesystem over the container root, with one fix.
+//! The guest's filesystem: wasmer's host filesystem over the container root, with a few fixes
+//! (this one first; the others are at their functions).
 //!
 //! virtual-fs has no "read-only filesystem" error: `From<io::Error> for FsError` turns EROFS
 //! into `UnknownError`, which reaches the guest as EIO. Worse, wasmer-wasix's `path_open`
@@ -44,6 +45,30 @@ fn writing<T>(path: &Path, result: virtual_fs::Result<T>) -> virtual_fs::Result<
     }
 }
 
+/// The host file is never opened with O_APPEND: wasmer-wasix's `fd_write` (syscalls/wasi/
+/// fd_write.rs) does append itself, seeking to the end when the descriptor has
+/// `fdflags::append`, and `fd_fdstat_set_flags` can clear that flag only in wasmer's table. A
+/// host handle opened with O_APPEND (which `path_open` asks for when it creates a file with
+/// APPEND) would keep appending after the guest turned append off.
+fn without_append(conf: &OpenOptionsConfig) -> OpenOptionsConfig {
+    OpenOptionsConfig {
+        write: conf.write || conf.append,
+        append: false,
+        ..conf.clone()
+    }
+}
+
+/// virtual-fs maps ENOTEMPTY (renaming a directory over a non-empty one) to the opaque
+/// `UnknownError` (EIO to the guest); it is `DirectoryNotEmpty` (NOTEMPTY) when `to` is a
+/// directory with entries.
+fn not_empty(to: &Path, result: virtual_fs::Result<()>) -> virtual_fs::Result<()> {
+    let has_entries = || std::fs::read_dir(to).is_ok_and(|mut d| d.next().is_some());
+    match result {
+        Err(FsError::UnknownError) if has_entries() => Err(FsError::DirectoryNotEmpty),
+        other => other,
+    }
+}
+
 fn wants_write(conf: &OpenOptionsConfig) -> bool {
     conf.write || conf.append || conf.truncate || conf.create || conf.create_new
 }
@@ -74,7 +99,7 @@ impl FileSystem for ContainerFs {
     }
 
     fn rename<'a>(&'a self, from: &'a Path, to: &'a Path) -> BoxFuture<'a, virtual_fs::Result<()>> {
-        Box::pin(async move { writing(to, self.inner.rename(from, to).await) })
+        Box::pin(async move { writing(to, not_empty(to, self.inner.rename(from, to).await)) })
     }
 
     fn metadata(&self, path: &Path) -> virtual_fs::Result<Metadata> {
@@ -103,7 +128,7 @@ impl FileOpener for ContainerFs {
         let result = self
             .inner
             .new_open_options()
-            .options(conf.clone())
+            .options(without_append(conf))
             .open(path);
         if wants_write(conf) {
             writing(path, result)

@@ -10,15 +10,17 @@ use std::time::Instant;
 
 use log::{info, warn};
 use wasmer::{Engine, Module, RuntimeError, Store};
-use wasmer_wasix::fs::Kind;
+use wasmer_wasix::fs::{Fd, InodeGuard, Kind};
 use wasmer_wasix::runtime::task_manager::tokio::TokioTaskManager;
 use wasmer_wasix::virtual_fs::host_fs;
-use wasmer_wasix::{PluggableRuntime, WasiEnv, WasiEnvBuilder, WasiError, WasiFs, WasiInodes};
+use wasmer_wasix::{
+    PluggableRuntime, WasiEnv, WasiEnvBuilder, WasiError, WasiFs, WasiInodes, VIRTUAL_ROOT_FD,
+};
 
 use super::cache::{digest_hex, Miss, ModuleCache};
 use super::container_fs::ContainerFs;
 use super::stdio::StdioFile;
-use super::wasi_fixes::WasiFixes;
+use super::wasi_fixes::{WasiFixes, FILE_ONLY_RIGHTS};
 use super::{Invocation, Outcome};
 
 /// The wasmer release this shim is built against (pinned in Cargo.toml); part of the cache key.
@@ -238,8 +240,11 @@ pub fn preopens(cwd: &Path, root_entries: &[String]) -> Vec<(String, String)> {
 /// - that root inode becomes an ordinary directory at the guest's `/` (the container root,
 ///   after pivot_root); the preopen "/" (fd 4) is an ordinary descriptor of it, and wasmer's
 ///   own resolution of absolute paths (symlink targets) goes through it for real;
-/// - fd 3 is hidden from preopen discovery (`wasi_fixes`), so a guest that takes the first
-///   preopen named "/" — as most of the WASI test suite does — gets fd 4;
+/// - fd 3 is reserved (`wasi_fixes`): not a preopen to discovery, BADF to every other call,
+///   so a guest that takes the first preopen named "/" — as most of the WASI test suite
+///   does — gets fd 4;
+/// - the preopen "/" shares the root inode (see `share_root_inode`), and preopens lose the
+///   file-only rights wasmer gives every descriptor (`wasi_fixes::FILE_ONLY_RIGHTS`);
 /// - directories report their base rights without FD_WRITE (`wasi_fixes`): wasmer refuses to
 ///   open a directory with FD_WRITE, and guests reopen a preopen with the rights it reports.
 fn setup_guest_fs(_inodes: &WasiInodes, fs: &mut WasiFs) -> Result<(), String> {
@@ -259,7 +264,41 @@ fn setup_guest_fs(_inodes: &WasiInodes, fs: &mut WasiFs) -> Result<(), String> {
             entries,
         };
     }
+    let preopens: Vec<u32> = fs.preopen_fds.read().map_err(poisoned)?.clone();
+    for fd in preopens.into_iter().filter(|fd| *fd != VIRTUAL_ROOT_FD) {
+        share_root_inode(fs, fd, &root)?;
+        if let Some(inner) = fs.fd_map.write().map_err(poisoned)?.get_mut(fd) {
+            inner.rights &= !FILE_ONLY_RIGHTS;
+        }
+    }
     Ok(())
+}
+
+/// Makes the preopen of "/" at `fd` a descriptor of the root inode itself. wasmer keeps a
+/// cache of directory entries per inode, and resolves absolute paths (the targets of
+/// symlinks created by `path_symlink`) from the root inode: with a second inode for "/", the
+/// two caches drift apart, and a file removed and recreated as a directory under one is still
+/// a file under the other (`path_open` through a symlink then answers NOTDIR).
+fn share_root_inode(fs: &WasiFs, fd: u32, root: &InodeGuard) -> Result<(), String> {
+    let mut fds = fs.fd_map.write().map_err(poisoned)?;
+    let is_root_dir = fds.get(fd).is_some_and(
+        |entry| matches!(&*entry.inode.read(), Kind::Dir { path, .. } if path == Path::new("/")),
+    );
+    if !is_root_dir {
+        return Ok(());
+    }
+    if let Some(entry) = fds.remove(fd) {
+        let shared = Fd {
+            inode: root.clone(),
+            ..entry
+        };
+        fds.insert(false, fd, shared);
+    }
+    Ok(())
+}
+
+fn poisoned<T>(_: T) -> String {
+    "wasmer's file descriptor table is poisoned".into()
 }
 
 /// The cache key of an engine: artifacts are only valid for the same wasmer, compiler and
