@@ -326,9 +326,7 @@ fn code(err: ttrpc::Error) -> (Code, String) {
 }
 
 fn wat(name: &str) -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/guests/wat")
-        .join(name);
+    let path = repo_dir().join("tests/guests/wat").join(name);
     wat::parse_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -722,6 +720,40 @@ const SYMLINK_TRAILING_SLASH_WAT: &str = r#"(module
   (func (export "_start")
     (call $exit (call $symlink (i32.const 16) (i32.const 1) (i32.const 4) (i32.const 32) (i32.const 8)))))"#;
 
+/// Exits with the errno of `path_symlink("/", 4, "abs")`: an absolute target.
+const SYMLINK_ABSOLUTE_TARGET_WAT: &str = r#"(module
+  (import "wasi_snapshot_preview1" "path_symlink" (func $symlink (param i32 i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "/")
+  (data (i32.const 32) "abs")
+  (func (export "_start")
+    (call $exit (call $symlink (i32.const 16) (i32.const 1) (i32.const 4) (i32.const 32) (i32.const 3)))))"#;
+
+/// Reads the root (fd 4), whose entries sort as ".", "..", "app.wasm", "native": "." must
+/// carry the root's own st_ino (else exits 1), "app.wasm" that of `path_filestat_get` on it
+/// (else exits 2). Exits 100-104 if a call fails or an entry is not where expected.
+const READDIR_INODES_WAT: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_filestat_get" (func $stat (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "path_filestat_get" (func $lstat (param i32 i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_readdir" (func $readdir (param i32 i32 i32 i64 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "app.wasm")
+  (func (export "_start")
+    (if (call $stat (i32.const 4) (i32.const 128)) (then (call $exit (i32.const 100))))
+    (if (call $lstat (i32.const 4) (i32.const 0) (i32.const 16) (i32.const 8) (i32.const 192))
+      (then (call $exit (i32.const 101))))
+    (if (call $readdir (i32.const 4) (i32.const 256) (i32.const 1024) (i64.const 0) (i32.const 64))
+      (then (call $exit (i32.const 102))))
+    ;; "." at 256 (24-byte header, then the name), ".." at 281, "app.wasm" at 307
+    (if (i32.or (i32.ne (i32.load (i32.const 272)) (i32.const 1))
+                (i32.ne (i32.load8_u (i32.const 280)) (i32.const 46)))
+      (then (call $exit (i32.const 103))))
+    (if (i32.ne (i32.load (i32.const 323)) (i32.const 8)) (then (call $exit (i32.const 104))))
+    (if (i64.ne (i64.load (i32.const 264)) (i64.load (i32.const 136))) (then (call $exit (i32.const 1))))
+    (if (i64.ne (i64.load (i32.const 315)) (i64.load (i32.const 200))) (then (call $exit (i32.const 2))))))"#;
+
 /// Creates the directory "d" in the root (fd 4), then exits with the errno of
 /// `path_unlink_file(4, "d")`, or with 100 if "d" is gone after it.
 const UNLINK_DIRECTORY_WAT: &str = r#"(module
@@ -762,6 +794,8 @@ async fn wasi_calls_answer_the_errno_wasi_specifies() {
         ("stdin", STAT_CLOSED_STDIN_WAT, Errno::Badf),
         ("symlink", SYMLINK_TRAILING_SLASH_WAT, Errno::Noent),
         ("unlinkdir", UNLINK_DIRECTORY_WAT, Errno::Isdir),
+        ("symlinkabs", SYMLINK_ABSOLUTE_TARGET_WAT, Errno::Perm),
+        ("readdir", READDIR_INODES_WAT, Errno::Success),
     ];
     for (id, source, errno) in cases {
         let bundle = shim.bundle(id, &wat::parse_str(source).unwrap(), &["/app.wasm"]);
@@ -776,4 +810,12 @@ async fn wasi_calls_answer_the_errno_wasi_specifies() {
         shim.delete(id).await.unwrap();
     }
     shim.stop().await;
+}
+
+/// The repository, as `cargo test` says at run time: a test binary reused from another
+/// checkout of the same sources (one shared target directory) must still read this one's files.
+fn repo_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }

@@ -101,10 +101,11 @@ const HANDLERS: &[(&str, Handler)] = &[
     ("fd_prestat_get", prestat_hiding_root),
     ("fd_close", close_reserved_root),
     ("fd_fdstat_get", fdstat_fixed),
+    ("fd_readdir", readdir_with_inodes),
     ("fd_renumber", renumber_closing_source),
     ("path_open", open_checked),
     ("path_readlink", readlink_truncating),
-    ("path_symlink", symlink_trailing_slash),
+    ("path_symlink", symlink_checked),
     ("path_unlink_file", unlink_checking_type),
 ];
 
@@ -281,6 +282,13 @@ const FDSTAT_RIGHTS_INHERITING: u64 = 16;
 /// WASI's `filestat` is 64 bytes, its filetype (u8) at 16.
 const FILESTAT_SIZE: u64 = 64;
 const FILESTAT_FILETYPE: u64 = 16;
+/// WASI's `dirent` header (24 bytes, the name follows): d_next (u64) at 0, d_ino (u64) at 8,
+/// d_namlen (u32) at 16, d_type (u8) at 20.
+const DIRENT_SIZE: u64 = 24;
+const DIRENT_INO: u64 = 8;
+const DIRENT_NAMLEN: u64 = 16;
+/// WASI's `filestat`: st_ino (u64) at 8.
+const FILESTAT_INO: u64 = 8;
 /// The longest symlink target read back whole for a truncating `path_readlink` (PATH_MAX).
 const READLINK_MAX: u64 = 4096;
 
@@ -329,6 +337,38 @@ impl Call<'_> {
                 inheriting: read_u64(&view, at + FDSTAT_RIGHTS_INHERITING)?,
             }))
         })
+    }
+
+    /// st_ino from wasmer's `fd_filestat_get` for `fd`: Ok(None) when it cannot be had (no
+    /// scratch memory, or the descriptor lacks FD_FILESTAT_GET).
+    fn inode(&mut self, fd: u32) -> Result<Option<u64>, RuntimeError> {
+        let ino = self.with_scratch(FILESTAT_SIZE, |call, memory, at| {
+            let args = [Value::I32(fd as i32), Value::I32(at as i32)];
+            if call.original_errno("fd_filestat_get", &args)? != Errno::Success {
+                return Ok(None);
+            }
+            read_u64(&call.view(memory), at + FILESTAT_INO).map(Some)
+        })?;
+        Ok(ino.flatten())
+    }
+
+    /// st_ino from wasmer's `path_filestat_get(fd, 0, path)` (the entry itself, not followed),
+    /// `path` being `len` bytes of guest memory at `at`: Ok(None) when it cannot be had.
+    fn inode_at(&mut self, fd: u32, path: u64, len: u64) -> Result<Option<u64>, RuntimeError> {
+        let ino = self.with_scratch(FILESTAT_SIZE, |call, memory, at| {
+            let args = [
+                Value::I32(fd as i32),
+                Value::I32(0),
+                Value::I32(path as i32),
+                Value::I32(len as i32),
+                Value::I32(at as i32),
+            ];
+            if call.original_errno("path_filestat_get", &args)? != Errno::Success {
+                return Ok(None);
+            }
+            read_u64(&call.view(memory), at + FILESTAT_INO).map(Some)
+        })?;
+        Ok(ino.flatten())
     }
 
     /// Runs `f` with `len` bytes of guest memory it may overwrite, at the top of the memory,
@@ -382,6 +422,12 @@ fn read_u8(view: &MemoryView, at: u64) -> Result<u8, RuntimeError> {
     let mut b = [0u8; 1];
     view.read(at, &mut b).map_err(memory_error)?;
     Ok(b[0])
+}
+
+fn read_u32(view: &MemoryView, at: u64) -> Result<u32, RuntimeError> {
+    let mut b = [0u8; 4];
+    view.read(at, &mut b).map_err(memory_error)?;
+    Ok(u32::from_le_bytes(b))
 }
 
 fn read_u64(view: &MemoryView, at: u64) -> Result<u64, RuntimeError> {
@@ -464,6 +510,73 @@ fn fdstat_fixed(call: &mut Call<'_>, args: &[Value]) -> Result<Vec<Value>, Runti
             .map_err(memory_error)?;
     }
     Ok(results)
+}
+
+/// `fd_readdir(fd, buf, buf_len, cookie, bufused)`: wasmer's (syscalls/wasi/fd_readdir.rs)
+/// writes d_ino 0 for every entry it reads from the host directory and for "." and ".." (its
+/// own TODO). An entry's d_ino is the inode of what the name refers to without following it,
+/// so each entry written whole in `buf` with d_ino 0 gets the st_ino wasmer itself reports for
+/// it: "." the directory's own (`fd_filestat_get(fd)`), any other name that of
+/// `path_filestat_get(fd, 0, name)` — what a guest compares d_ino with. ".." keeps 0: its
+/// inode lies outside the descriptor. An entry stays 0 when the descriptor lacks the right to
+/// ask (FD_FILESTAT_GET, PATH_FILESTAT_GET) or the name no longer resolves.
+fn readdir_with_inodes(call: &mut Call<'_>, args: &[Value]) -> Result<Vec<Value>, RuntimeError> {
+    let results = call.original("fd_readdir", args)?;
+    if errno_of(&results) != Some(Errno::Success) {
+        return Ok(results);
+    }
+    let (fd, buf, bufused) = (
+        i32_arg(args, 0)?,
+        i32_arg(args, 1)? as u64,
+        i32_arg(args, 4)? as u64,
+    );
+    let Some(memory) = call.memory()? else {
+        return Ok(results);
+    };
+    let entries = {
+        let view = call.view(&memory);
+        let used = u64::from(read_u32(&view, bufused)?);
+        entries_without_inode(&read_bytes(&view, buf, used)?)
+    };
+    let mut dir_ino = None;
+    for (at, name) in entries {
+        // Each lookup borrows scratch memory, restored to what wasmer wrote before the patch.
+        let ino = match name.as_slice() {
+            b".." => continue,
+            b"." => {
+                if dir_ino.is_none() {
+                    dir_ino = call.inode(fd)?;
+                }
+                dir_ino
+            }
+            _ => call.inode_at(fd, buf + at + DIRENT_SIZE, name.len() as u64)?,
+        };
+        if let Some(ino) = ino {
+            call.view(&memory)
+                .write(buf + at + DIRENT_INO, &ino.to_le_bytes())
+                .map_err(memory_error)?;
+        }
+    }
+    Ok(results)
+}
+
+/// The whole entries with d_ino 0 among the `dirent`s in `bytes`: (offset, name).
+fn entries_without_inode(bytes: &[u8]) -> Vec<(u64, Vec<u8>)> {
+    let field = |at: u64, len: u64| &bytes[at as usize..(at + len) as usize];
+    let mut found = Vec::new();
+    let mut at = 0u64;
+    while at + DIRENT_SIZE <= bytes.len() as u64 {
+        let namlen = u32::from_le_bytes(field(at + DIRENT_NAMLEN, 4).try_into().unwrap_or([0; 4]));
+        let end = at + DIRENT_SIZE + u64::from(namlen);
+        if end > bytes.len() as u64 {
+            break;
+        }
+        if field(at + DIRENT_INO, 8).iter().all(|b| *b == 0) {
+            found.push((at, field(at + DIRENT_SIZE, u64::from(namlen)).to_vec()));
+        }
+        at = end;
+    }
+    found
 }
 
 /// `fd_renumber(from, to)`: wasmer's `WasiFs::dup2_at` copies `from` onto `to` but leaves
@@ -591,10 +704,16 @@ fn readlink_truncating(call: &mut Call<'_>, args: &[Value]) -> Result<Vec<Value>
     Ok(vec![errno(Errno::Success)])
 }
 
-/// `path_symlink(old_path, old_len, fd, new_path, new_len)`: a link path ending in "/" names a
-/// directory, so no symlink can be created there (symlinkat(2): EEXIST if something is there,
-/// else ENOENT); wasmer's `path_symlink` strips the slash and creates the link.
-fn symlink_trailing_slash(call: &mut Call<'_>, args: &[Value]) -> Result<Vec<Value>, RuntimeError> {
+/// `path_symlink(old_path, old_len, fd, new_path, new_len)`, two checks wasmer's
+/// `path_symlink` lacks:
+/// - an absolute target ("/", "/etc/passwd") is refused with PERM, as WASI runtimes refuse it:
+///   a WASI path is relative to a descriptor, and wasmer would resolve the link from its root.
+///   Absolute symlinks already in the image still resolve, inside the container root;
+/// - a link path ending in "/" names a directory, so no symlink can be created there
+///   (symlinkat(2): EEXIST if something is there, else ENOENT); wasmer strips the slash and
+///   creates the link.
+fn symlink_checked(call: &mut Call<'_>, args: &[Value]) -> Result<Vec<Value>, RuntimeError> {
+    let (old_path, old_len) = (i32_arg(args, 0)? as u64, i32_arg(args, 1)? as u64);
     let (fd, new_path, new_len) = (
         i32_arg(args, 2)?,
         i32_arg(args, 3)? as u64,
@@ -603,6 +722,9 @@ fn symlink_trailing_slash(call: &mut Call<'_>, args: &[Value]) -> Result<Vec<Val
     let Some(memory) = call.memory()? else {
         return call.original("path_symlink", args);
     };
+    if read_bytes(&call.view(&memory), old_path, old_len.min(1))?.first() == Some(&b'/') {
+        return Ok(vec![errno(Errno::Perm)]);
+    }
     let path = read_bytes(&call.view(&memory), new_path, new_len)?;
     let trimmed = path.iter().rposition(|b| *b != b'/').map_or(0, |i| i + 1);
     if trimmed == path.len() || trimmed == 0 {
@@ -687,6 +809,36 @@ mod tests {
         // Their own fixes decide for these.
         assert!(!reserved_fd("fd_close", &[fd3.clone(), other.clone()]));
         assert!(!reserved_fd("fd_prestat_get", &[fd3, other]));
+    }
+
+    fn dirent(ino: u64, name: &str) -> Vec<u8> {
+        let mut d = vec![0u8; DIRENT_SIZE as usize];
+        d[8..16].copy_from_slice(&ino.to_le_bytes());
+        d[16..20].copy_from_slice(&(name.len() as u32).to_le_bytes());
+        d.extend_from_slice(name.as_bytes());
+        d
+    }
+
+    #[test]
+    fn only_whole_entries_without_an_inode_are_found() {
+        let mut buf = dirent(0, ".");
+        buf.extend(dirent(7, "known"));
+        let file = buf.len() as u64;
+        buf.extend(dirent(0, "file"));
+        let dots = buf.len() as u64;
+        buf.extend(dirent(0, ".."));
+        let found = entries_without_inode(&buf);
+        let want: Vec<(u64, Vec<u8>)> = vec![
+            (0, b".".to_vec()),
+            (file, b"file".to_vec()),
+            (dots, b"..".to_vec()),
+        ];
+        assert_eq!(found, want);
+        // An entry whose name did not fit in the buffer is left alone.
+        assert_eq!(
+            entries_without_inode(&buf[..buf.len() - 1]),
+            want[..2].to_vec()
+        );
     }
 
     #[test]
