@@ -819,3 +819,39 @@ fn repo_dir() -> std::path::PathBuf {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }
+
+/// Polls one relative clock subscription with timeout 0; exits with the number of events,
+/// plus 100 if the guest's subscription was not left as it wrote it.
+const POLL_ZERO_TIMEOUT_WAT: &str = r#"(module
+  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (func (export "_start")
+    (i32.store8 (i32.const 8) (i32.const 0))
+    (i32.store (i32.const 16) (i32.const 1))
+    (i64.store (i32.const 24) (i64.const 0))
+    (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))
+    (call $exit (i32.add (i32.load (i32.const 128))
+      (select (i32.const 0) (i32.const 100) (i64.eqz (i64.load (i32.const 24))))))))"#;
+
+#[tokio::test]
+async fn a_zero_timeout_poll_returns_at_once() {
+    let shim = ShimUnderTest::start().await;
+    let module = wat::parse_str(POLL_ZERO_TIMEOUT_WAT).unwrap();
+    let bundle = shim.bundle("poll0", &module, &["/app.wasm"]);
+    let (out, err) = shim.outputs("poll0");
+    shim.create("poll0", &bundle, &out.path, &err.path)
+        .await
+        .unwrap();
+    shim.start_task("poll0").await.unwrap();
+    // Without the fix wasmer blocks forever and `wait` times out.
+    assert_eq!(
+        shim.wait("poll0").await.exit_status,
+        1,
+        "one clock event, subscription intact"
+    );
+    out.finish();
+    err.finish();
+    shim.delete("poll0").await.unwrap();
+    shim.stop().await;
+}
