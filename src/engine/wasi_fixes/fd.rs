@@ -1,0 +1,221 @@
+//! The fixes to the `fd_*` calls: the reserved fd 3 (`fd_prestat_get`, `fd_close`),
+//! `fd_fdstat_get`, `fd_readdir` and `fd_renumber`.
+
+use std::sync::atomic::Ordering;
+
+use wasmer::{RuntimeError, Value};
+use wasmer_wasix::types::wasi::{Errno, Rights};
+use wasmer_wasix::VIRTUAL_ROOT_FD;
+
+use super::memory::{
+    memory_error, read_bytes, read_u32, read_u64, read_u8, FDSTAT_RIGHTS_BASE, FILETYPE_DIRECTORY,
+};
+use super::{errno, errno_of, i32_arg, Call};
+
+/// A `prestat` whose tag is not `preopentype::dir` (0): "not a preopened directory". Callers
+/// that enumerate preopens (wasi-libc, the Rust `wasi` crate) skip it and go on to fd 4.
+const NOT_A_PREOPEN: [u8; 8] = [1, 0, 0, 0, 0, 0, 0, 0];
+
+/// WASI's `dirent` header (24 bytes, the name follows): d_next (u64) at 0, d_ino (u64) at 8,
+/// d_namlen (u32) at 16, d_type (u8) at 20.
+const DIRENT_SIZE: u64 = 24;
+const DIRENT_INO: u64 = 8;
+const DIRENT_NAMLEN: u64 = 16;
+
+/// `fd_prestat_get(fd, buf)`: fd 3 answers "not a preopen" (BADF once the guest closed it);
+/// every other fd goes to wasmer.
+pub(super) fn prestat_hiding_root(
+    call: &mut Call<'_>,
+    args: &[Value],
+) -> Result<Vec<Value>, RuntimeError> {
+    let (fd, buf) = (i32_arg(args, 0)?, i32_arg(args, 1)? as u64);
+    if fd != VIRTUAL_ROOT_FD {
+        return call.original("fd_prestat_get", args);
+    }
+    if call.shared.root_fd_closed.load(Ordering::SeqCst) {
+        return Ok(vec![errno(Errno::Badf)]);
+    }
+    let e = match call.memory()? {
+        Some(memory) => match call.view(&memory).write(buf, &NOT_A_PREOPEN) {
+            Ok(()) => Errno::Success,
+            Err(_) => Errno::Fault,
+        },
+        None => Errno::Badf,
+    };
+    Ok(vec![errno(e)])
+}
+
+/// `fd_close(fd)`: the reserved fd 3 closes once (then it is BADF everywhere); wasmer's
+/// `close_fd_and_capture_flush` would skip it as a preopen and leave it open.
+pub(super) fn close_reserved_root(
+    call: &mut Call<'_>,
+    args: &[Value],
+) -> Result<Vec<Value>, RuntimeError> {
+    if i32_arg(args, 0)? != VIRTUAL_ROOT_FD {
+        return call.original("fd_close", args);
+    }
+    let was_closed = call.shared.root_fd_closed.swap(true, Ordering::SeqCst);
+    Ok(vec![errno(if was_closed {
+        Errno::Badf
+    } else {
+        Errno::Success
+    })])
+}
+
+/// `fd_fdstat_get(fd, buf)`, two corrections to `WasiFs::fdstat`:
+/// - fds 0, 1 and 2 are answered from constants even once closed or renumbered away; wasmer's
+///   `fd_advise` (no effect, no memory) tells whether the descriptor is still open;
+/// - a directory reports FD_WRITE in its base rights (wasmer uses it on a directory to mean
+///   "files may be written below", `path_open2.rs` `parent_rights`), but `path_open` refuses
+///   to open a directory with FD_WRITE: a guest reopening a directory with the rights it was
+///   told would get ISDIR. Directories are reported without FD_WRITE.
+pub(super) fn fdstat_fixed(
+    call: &mut Call<'_>,
+    args: &[Value],
+) -> Result<Vec<Value>, RuntimeError> {
+    let (fd, buf) = (i32_arg(args, 0)?, i32_arg(args, 1)? as u64);
+    if fd <= 2 {
+        let advise = [
+            Value::I32(fd as i32),
+            Value::I64(0),
+            Value::I64(0),
+            Value::I32(0),
+        ];
+        if call.original_errno("fd_advise", &advise)? == Errno::Badf {
+            return Ok(vec![errno(Errno::Badf)]);
+        }
+    }
+    let results = call.original("fd_fdstat_get", args)?;
+    if errno_of(&results) != Some(Errno::Success) {
+        return Ok(results);
+    }
+    let Some(memory) = call.memory()? else {
+        return Ok(results);
+    };
+    let view = call.view(&memory);
+    if read_u8(&view, buf)? == FILETYPE_DIRECTORY {
+        let base = read_u64(&view, buf + FDSTAT_RIGHTS_BASE)? & !Rights::FD_WRITE.bits();
+        view.write(buf + FDSTAT_RIGHTS_BASE, &base.to_le_bytes())
+            .map_err(memory_error)?;
+    }
+    Ok(results)
+}
+
+/// `fd_readdir(fd, buf, buf_len, cookie, bufused)`: wasmer's (syscalls/wasi/fd_readdir.rs)
+/// writes d_ino 0 for every entry it reads from the host directory and for "." and ".." (its
+/// own TODO). An entry's d_ino is the inode of what the name refers to without following it,
+/// so each entry written whole in `buf` with d_ino 0 gets the st_ino wasmer itself reports for
+/// it: "." the directory's own (`fd_filestat_get(fd)`), any other name that of
+/// `path_filestat_get(fd, 0, name)` — what a guest compares d_ino with. ".." keeps 0: its
+/// inode lies outside the descriptor. An entry stays 0 when the descriptor lacks the right to
+/// ask (FD_FILESTAT_GET, PATH_FILESTAT_GET) or the name no longer resolves.
+pub(super) fn readdir_with_inodes(
+    call: &mut Call<'_>,
+    args: &[Value],
+) -> Result<Vec<Value>, RuntimeError> {
+    let results = call.original("fd_readdir", args)?;
+    if errno_of(&results) != Some(Errno::Success) {
+        return Ok(results);
+    }
+    let (fd, buf, bufused) = (
+        i32_arg(args, 0)?,
+        i32_arg(args, 1)? as u64,
+        i32_arg(args, 4)? as u64,
+    );
+    let Some(memory) = call.memory()? else {
+        return Ok(results);
+    };
+    let entries = {
+        let view = call.view(&memory);
+        let used = u64::from(read_u32(&view, bufused)?);
+        entries_without_inode(&read_bytes(&view, buf, used)?)
+    };
+    let mut dir_ino = None;
+    for (at, name) in entries {
+        // Each lookup borrows scratch memory, restored to what wasmer wrote before the patch.
+        let ino = match name.as_slice() {
+            b".." => continue,
+            b"." => {
+                if dir_ino.is_none() {
+                    dir_ino = call.inode(fd)?;
+                }
+                dir_ino
+            }
+            _ => call.inode_at(fd, buf + at + DIRENT_SIZE, name.len() as u64)?,
+        };
+        if let Some(ino) = ino {
+            call.view(&memory)
+                .write(buf + at + DIRENT_INO, &ino.to_le_bytes())
+                .map_err(memory_error)?;
+        }
+    }
+    Ok(results)
+}
+
+/// The whole entries with d_ino 0 among the `dirent`s in `bytes`: (offset, name).
+fn entries_without_inode(bytes: &[u8]) -> Vec<(u64, Vec<u8>)> {
+    let field = |at: u64, len: u64| &bytes[at as usize..(at + len) as usize];
+    let mut found = Vec::new();
+    let mut at = 0u64;
+    while at + DIRENT_SIZE <= bytes.len() as u64 {
+        let namlen = u32::from_le_bytes(field(at + DIRENT_NAMLEN, 4).try_into().unwrap_or([0; 4]));
+        let end = at + DIRENT_SIZE + u64::from(namlen);
+        if end > bytes.len() as u64 {
+            break;
+        }
+        if field(at + DIRENT_INO, 8).iter().all(|b| *b == 0) {
+            found.push((at, field(at + DIRENT_SIZE, u64::from(namlen)).to_vec()));
+        }
+        at = end;
+    }
+    found
+}
+
+/// `fd_renumber(from, to)`: wasmer's `WasiFs::dup2_at` copies `from` onto `to` but leaves
+/// `from` open (POSIX dup2); WASI's renumber closes it.
+pub(super) fn renumber_closing_source(
+    call: &mut Call<'_>,
+    args: &[Value],
+) -> Result<Vec<Value>, RuntimeError> {
+    let (from, to) = (i32_arg(args, 0)?, i32_arg(args, 1)?);
+    let results = call.original("fd_renumber", args)?;
+    if errno_of(&results) == Some(Errno::Success) && from != to {
+        call.original("fd_close", &[Value::I32(from as i32)])?;
+    }
+    Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dirent(ino: u64, name: &str) -> Vec<u8> {
+        let mut d = vec![0u8; DIRENT_SIZE as usize];
+        d[8..16].copy_from_slice(&ino.to_le_bytes());
+        d[16..20].copy_from_slice(&(name.len() as u32).to_le_bytes());
+        d.extend_from_slice(name.as_bytes());
+        d
+    }
+
+    #[test]
+    fn only_whole_entries_without_an_inode_are_found() {
+        let mut buf = dirent(0, ".");
+        buf.extend(dirent(7, "known"));
+        let file = buf.len() as u64;
+        buf.extend(dirent(0, "file"));
+        let dots = buf.len() as u64;
+        buf.extend(dirent(0, ".."));
+        let found = entries_without_inode(&buf);
+        let want: Vec<(u64, Vec<u8>)> = vec![
+            (0, b".".to_vec()),
+            (file, b"file".to_vec()),
+            (dots, b"..".to_vec()),
+        ];
+        assert_eq!(found, want);
+        // An entry whose name did not fit in the buffer is left alone.
+        assert_eq!(
+            entries_without_inode(&buf[..buf.len() - 1]),
+            want[..2].to_vec()
+        );
+    }
+}

@@ -1,0 +1,336 @@
+//! Corrections to wasmer-wasix 0.704.2 WASI calls, applied by wrapping their imports (through
+//! wasmer-wasix's public `InstantiationHook`), never by patching wasmer. Every wrapper calls
+//! wasmer's own functions; it only answers for the case wasmer gets wrong, or adjusts the
+//! arguments or the errno around wasmer's answer. What each fix corrects, and which wasmer
+//! function it works around, is said at the fix.
+//!
+//! Wrappers that need to learn something about a descriptor (its type, its rights) ask
+//! wasmer's own `fd_fdstat_get`, writing its answer into a few bytes of guest memory that are
+//! borrowed and restored around the call (see [`Scratch`](memory::Scratch)).
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use wasmer::{
+    Function, FunctionEnv, FunctionEnvMut, Imports, Instance, Memory, Module, RuntimeError,
+    StoreMut, Value,
+};
+use wasmer_wasix::runtime::{InstantiationHook, InstantiationState};
+use wasmer_wasix::types::wasi::{Errno, Rights};
+use wasmer_wasix::VIRTUAL_ROOT_FD;
+
+mod fd;
+mod memory;
+mod path;
+mod poll;
+
+use fd::{
+    close_reserved_root, fdstat_fixed, prestat_hiding_root, readdir_with_inodes,
+    renumber_closing_source,
+};
+use path::{open_checked, readlink_truncating, symlink_checked, unlink_checking_type};
+use poll::poll_zero_timeouts_fire;
+
+const WASI_P1: &str = "wasi_snapshot_preview1";
+
+/// Rights that only make sense on a regular file. wasmer's `path_open` (syscalls/wasix/
+/// path_open2.rs, `implied_fd_rights`) grants FD_SEEK, FD_TELL and FD_ADVISE to every
+/// descriptor it opens, directories included, so `fd_seek` on a directory succeeds; WASI
+/// runtimes give directories none of these, and the WASI test suite checks it.
+pub const FILE_ONLY_RIGHTS: Rights = Rights::FD_SEEK
+    .union(Rights::FD_TELL)
+    .union(Rights::FD_ALLOCATE)
+    .union(Rights::FD_FILESTAT_SET_SIZE);
+
+/// Errnos wasmer answers that WASI says differently, per call: (call, wasmer's, WASI's).
+const ERRNO_FIXES: &[(&str, Errno, Errno)] = &[
+    // syscalls/wasi/fd_prestat_dir_name.rs: a too-short buffer; WASI runtimes say NAMETOOLONG.
+    ("fd_prestat_dir_name", Errno::Overflow, Errno::Nametoolong),
+    // `__sock_actor_mut` (syscalls/mod.rs) checks the SOCK_SHUTDOWN right, which only sockets
+    // carry, before it checks that the descriptor is a socket. POSIX and WASI say NOTSOCK.
+    ("sock_shutdown", Errno::Access, Errno::Notsock),
+    // These calls answer ACCES only from their rights check (a descriptor without FD_READ,
+    // FD_WRITE, FD_SEEK, ...): WASI's errno for a missing right is NOTCAPABLE.
+    ("fd_read", Errno::Access, Errno::Notcapable),
+    ("fd_pread", Errno::Access, Errno::Notcapable),
+    ("fd_write", Errno::Access, Errno::Notcapable),
+    ("fd_pwrite", Errno::Access, Errno::Notcapable),
+    ("fd_seek", Errno::Access, Errno::Notcapable),
+    ("fd_tell", Errno::Access, Errno::Notcapable),
+    ("fd_allocate", Errno::Access, Errno::Notcapable),
+    ("fd_filestat_set_size", Errno::Access, Errno::Notcapable),
+];
+
+/// The WASI calls taking descriptors, with the positions of their descriptor arguments; each
+/// answers BADF for fd 3 (see [`reserved_fd`]). `fd_close` and `fd_prestat_get` are handled by
+/// their own fixes.
+const FD_ARGS: &[(&str, &[usize])] = &[
+    ("fd_advise", &[0]),
+    ("fd_allocate", &[0]),
+    ("fd_datasync", &[0]),
+    ("fd_fdstat_get", &[0]),
+    ("fd_fdstat_set_flags", &[0]),
+    ("fd_fdstat_set_rights", &[0]),
+    ("fd_filestat_get", &[0]),
+    ("fd_filestat_set_size", &[0]),
+    ("fd_filestat_set_times", &[0]),
+    ("fd_pread", &[0]),
+    ("fd_prestat_dir_name", &[0]),
+    ("fd_pwrite", &[0]),
+    ("fd_read", &[0]),
+    ("fd_readdir", &[0]),
+    ("fd_renumber", &[0, 1]),
+    ("fd_seek", &[0]),
+    ("fd_sync", &[0]),
+    ("fd_tell", &[0]),
+    ("fd_write", &[0]),
+    ("path_create_directory", &[0]),
+    ("path_filestat_get", &[0]),
+    ("path_filestat_set_times", &[0]),
+    ("path_link", &[0, 3]),
+    ("path_open", &[0]),
+    ("path_readlink", &[0]),
+    ("path_remove_directory", &[0]),
+    ("path_rename", &[0, 3]),
+    ("path_symlink", &[2]),
+    ("path_unlink_file", &[0]),
+    ("sock_accept", &[0]),
+    ("sock_recv", &[0]),
+    ("sock_send", &[0]),
+    ("sock_shutdown", &[0]),
+];
+
+/// A fix that replaces wasmer's function for one call (it may still call it).
+type Handler = fn(&mut Call<'_>, &[Value]) -> Result<Vec<Value>, RuntimeError>;
+
+/// The calls with a fix of their own.
+const HANDLERS: &[(&str, Handler)] = &[
+    ("fd_prestat_get", prestat_hiding_root),
+    ("fd_close", close_reserved_root),
+    ("fd_fdstat_get", fdstat_fixed),
+    ("fd_readdir", readdir_with_inodes),
+    ("fd_renumber", renumber_closing_source),
+    ("path_open", open_checked),
+    ("path_readlink", readlink_truncating),
+    ("path_symlink", symlink_checked),
+    ("path_unlink_file", unlink_checking_type),
+    ("poll_oneoff", poll_zero_timeouts_fire),
+];
+
+#[derive(Debug, Default)]
+pub struct WasiFixes;
+
+/// What every wrapper of one instance shares: wasmer's functions, the guest's memory (known
+/// once the instance exists), and whether the guest closed fd 3.
+#[derive(Default)]
+struct Shared {
+    originals: HashMap<String, Function>,
+    memory: Mutex<Option<Memory>>,
+    root_fd_closed: AtomicBool,
+}
+
+/// The environment of one wrapped import.
+struct Wrapper {
+    name: &'static str,
+    shared: Arc<Shared>,
+}
+
+impl InstantiationHook for WasiFixes {
+    fn prepare_imports(
+        &self,
+        _module: &Module,
+        store: &mut StoreMut,
+        imports: &mut Imports,
+    ) -> anyhow::Result<InstantiationState> {
+        let names = wrapped_names();
+        let mut originals = HashMap::new();
+        for name in &names {
+            if let Some(wasmer::Extern::Function(f)) = imports.get_export(WASI_P1, name) {
+                originals.insert(name.to_string(), f);
+            }
+        }
+        let types: Vec<_> = names
+            .iter()
+            .filter_map(|n| originals.get(*n).map(|f| (*n, f.ty(store))))
+            .collect();
+        let shared = Arc::new(Shared {
+            originals,
+            ..Shared::default()
+        });
+        for (name, ty) in types {
+            let env = FunctionEnv::new(
+                store,
+                Wrapper {
+                    name,
+                    shared: shared.clone(),
+                },
+            );
+            imports.define(
+                WASI_P1,
+                name,
+                Function::new_with_env(store, &env, ty, wrapped),
+            );
+        }
+        Ok(InstantiationState::new(shared))
+    }
+
+    fn configure_new_instance(
+        &self,
+        _module: &Module,
+        _store: &mut StoreMut,
+        instance: &Instance,
+        imported_memory: Option<&Memory>,
+        state: InstantiationState,
+    ) -> anyhow::Result<()> {
+        let shared: Arc<Shared> = state.take()?;
+        let memory = imported_memory
+            .cloned()
+            .or_else(|| instance.exports.get_memory("memory").ok().cloned());
+        *shared
+            .memory
+            .lock()
+            .map_err(|_| anyhow::anyhow!("memory slot poisoned"))? = memory;
+        Ok(())
+    }
+}
+
+/// Every call some fix applies to.
+fn wrapped_names() -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = ERRNO_FIXES.iter().map(|(n, _, _)| *n).collect();
+    names.extend(FD_ARGS.iter().map(|(n, _)| *n));
+    names.extend(HANDLERS.iter().map(|(n, _)| *n));
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
+/// Every wrapped import: fd 3 is refused, then the call's own fix (or wasmer's function)
+/// runs, then wasmer's errno is translated where WASI says otherwise.
+fn wrapped(mut env: FunctionEnvMut<Wrapper>, args: &[Value]) -> Result<Vec<Value>, RuntimeError> {
+    let (wrapper, store) = env.data_and_store_mut();
+    let name = wrapper.name;
+    let mut call = Call {
+        shared: &wrapper.shared,
+        store,
+    };
+    if reserved_fd(name, args) {
+        return Ok(vec![errno(Errno::Badf)]);
+    }
+    let results = match HANDLERS.iter().find(|(n, _)| *n == name) {
+        Some((_, handler)) => handler(&mut call, args)?,
+        None => call.original(name, args)?,
+    };
+    Ok(translate_errno(name, results))
+}
+
+/// fd 3 is wasmer's fixed root descriptor (`VIRTUAL_ROOT_FD`), which wasmer special-cases:
+/// `WasiFs::get_fd`/`get_fd_inode` fall back to the root for it even once closed, `fdstat`
+/// reports all rights, and it can be neither closed nor renumbered over. The guest's root is
+/// the preopen "/" at fd 4 (see `wasmer::setup_guest_fs`), so fd 3 is reserved: it is not a
+/// preopened directory (`fd_prestat_get`), it can be closed once, and every other call on it
+/// answers BADF, as for a descriptor the guest was never given.
+fn reserved_fd(name: &str, args: &[Value]) -> bool {
+    let Some((_, positions)) = FD_ARGS.iter().find(|(n, _)| *n == name) else {
+        return false;
+    };
+    positions
+        .iter()
+        .any(|&i| matches!(args.get(i), Some(Value::I32(fd)) if *fd as u32 == VIRTUAL_ROOT_FD))
+}
+
+fn translate_errno(name: &str, mut results: Vec<Value>) -> Vec<Value> {
+    for (call, from, to) in ERRNO_FIXES {
+        if *call == name && errno_of(&results) == Some(*from) {
+            results[0] = errno(*to);
+        }
+    }
+    results
+}
+
+fn errno(e: Errno) -> Value {
+    Value::I32(e as i32)
+}
+
+fn errno_of(results: &[Value]) -> Option<Errno> {
+    match results.first() {
+        Some(Value::I32(code)) => u16::try_from(*code)
+            .ok()
+            .and_then(|c| Errno::try_from(c).ok()),
+        _ => None,
+    }
+}
+
+fn i32_arg(args: &[Value], i: usize) -> Result<u32, RuntimeError> {
+    match args.get(i) {
+        Some(Value::I32(v)) => Ok(*v as u32),
+        _ => Err(RuntimeError::new("WASI call with an unexpected signature")),
+    }
+}
+
+/// One call of a wrapped import: wasmer's functions and the guest's memory.
+struct Call<'a> {
+    shared: &'a Shared,
+    store: StoreMut<'a>,
+}
+
+impl Call<'_> {
+    /// wasmer's own function for `name`.
+    fn original(&mut self, name: &str, args: &[Value]) -> Result<Vec<Value>, RuntimeError> {
+        let f = self
+            .shared
+            .originals
+            .get(name)
+            .ok_or_else(|| RuntimeError::new(format!("{name} is not imported")))?;
+        Ok(f.call(&mut self.store, args)?.into_vec())
+    }
+
+    /// wasmer's function for `name`, for its errno alone.
+    fn original_errno(&mut self, name: &str, args: &[Value]) -> Result<Errno, RuntimeError> {
+        let results = self.original(name, args)?;
+        Ok(errno_of(&results).unwrap_or(Errno::Inval))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_wrapped_call_is_listed_once() {
+        let names = wrapped_names();
+        assert!(names.contains(&"fd_close") && names.contains(&"sock_shutdown"));
+        let mut sorted = names.clone();
+        sorted.dedup();
+        assert_eq!(sorted.len(), names.len());
+    }
+
+    #[test]
+    fn fd_3_is_refused_wherever_it_is_a_descriptor_argument() {
+        let (fd3, other) = (Value::I32(3), Value::I32(5));
+        assert!(reserved_fd("fd_read", &[fd3.clone(), other.clone()]));
+        assert!(!reserved_fd("fd_read", &[other.clone(), fd3.clone()]));
+        let rename = [other.clone(), other.clone(), other.clone(), fd3.clone()];
+        assert!(reserved_fd("path_rename", &rename));
+        assert!(reserved_fd(
+            "path_symlink",
+            &[other.clone(), other.clone(), fd3.clone()]
+        ));
+        // Their own fixes decide for these.
+        assert!(!reserved_fd("fd_close", &[fd3.clone(), other.clone()]));
+        assert!(!reserved_fd("fd_prestat_get", &[fd3, other]));
+    }
+
+    #[test]
+    fn errnos_are_translated_only_for_their_call() {
+        let acces = vec![errno(Errno::Access)];
+        assert_eq!(
+            errno_of(&translate_errno("fd_write", acces.clone())),
+            Some(Errno::Notcapable)
+        );
+        assert_eq!(
+            errno_of(&translate_errno("path_open", acces)),
+            Some(Errno::Access)
+        );
+    }
+}
