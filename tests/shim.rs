@@ -645,6 +645,19 @@ const SHUTDOWN_STDOUT_WAT: &str = r#"(module
   (memory (export "memory") 1)
   (func (export "_start") (call $exit (call $shutdown (i32.const 1) (i32.const 3)))))"#;
 
+/// Creates directory /d, then renames the file /app.wasm onto it: the kernel says EISDIR,
+/// which wasmer alone reports as IO.
+const RENAME_FILE_ONTO_DIR_WAT: &str = r#"(module
+  (import "wasi_snapshot_preview1" "path_create_directory" (func $mkdir (param i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "path_rename" (func $rename (param i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "d")
+  (data (i32.const 32) "app.wasm")
+  (func (export "_start")
+    (drop (call $mkdir (i32.const 4) (i32.const 16) (i32.const 1)))
+    (call $exit (call $rename (i32.const 4) (i32.const 32) (i32.const 8) (i32.const 4) (i32.const 16) (i32.const 1)))))"#;
+
 /// A module that exits with the errno of one WASI call, `NAME ARGS...` (its import is declared
 /// from the call's name).
 fn wasi_call(call: &str) -> String {
@@ -783,6 +796,7 @@ async fn wasi_calls_answer_the_errno_wasi_specifies() {
             Errno::Badf,
         ),
         ("close3", CLOSE_FD_3_TWICE_WAT, Errno::Badf),
+        ("renamedir", RENAME_FILE_ONTO_DIR_WAT, Errno::Isdir),
         ("absolute", &path_open(4, "/app.wasm", 0), Errno::Perm),
         ("notdir", &path_open(1, "foo", 1), Errno::Notdir),
         (

@@ -100,6 +100,29 @@ impl Call<'_> {
     /// Runs `f` with `len` bytes of guest memory it may overwrite, at the top of the memory,
     /// restored afterwards. The guest is inside this very call, so it cannot observe them —
     /// unless another thread shares the memory: with a shared memory this answers Ok(None).
+    /// The filetype of `path` (not following a final symlink) under `fd`, if wasmer can say.
+    pub(super) fn filetype_at(
+        &mut self,
+        fd: u32,
+        path: u64,
+        len: u64,
+    ) -> Result<Option<u8>, RuntimeError> {
+        let filetype = self.with_scratch(FILESTAT_SIZE, |call, memory, at| {
+            let args = [
+                Value::I32(fd as i32),
+                Value::I32(0),
+                Value::I32(path as i32),
+                Value::I32(len as i32),
+                Value::I32(at as i32),
+            ];
+            if call.original_errno("path_filestat_get", &args)? != Errno::Success {
+                return Ok(None);
+            }
+            read_u8(&call.view(memory), at + FILESTAT_FILETYPE).map(Some)
+        })?;
+        Ok(filetype.flatten())
+    }
+
     pub(super) fn with_scratch<R>(
         &mut self,
         len: u64,

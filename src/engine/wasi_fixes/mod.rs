@@ -29,7 +29,9 @@ use fd::{
     close_reserved_root, fdstat_fixed, prestat_hiding_root, readdir_with_inodes,
     renumber_closing_source,
 };
-use path::{open_checked, readlink_truncating, symlink_checked, unlink_checking_type};
+use path::{
+    open_checked, readlink_truncating, rename_checking_types, symlink_checked, unlink_checking_type,
+};
 use poll::poll_zero_timeouts_fire;
 
 const WASI_P1: &str = "wasi_snapshot_preview1";
@@ -115,6 +117,7 @@ const HANDLERS: &[(&str, Handler)] = &[
     ("path_readlink", readlink_truncating),
     ("path_symlink", symlink_checked),
     ("path_unlink_file", unlink_checking_type),
+    ("path_rename", rename_checking_types),
     ("poll_oneoff", poll_zero_timeouts_fire),
 ];
 

@@ -4,9 +4,7 @@
 use wasmer::{RuntimeError, Value};
 use wasmer_wasix::types::wasi::{Errno, Rights};
 
-use super::memory::{
-    memory_error, read_bytes, read_u8, FILESTAT_FILETYPE, FILESTAT_SIZE, FILETYPE_DIRECTORY,
-};
+use super::memory::{memory_error, read_bytes, FILESTAT_SIZE, FILETYPE_DIRECTORY};
 use super::{errno, errno_of, i32_arg, Call, FILE_ONLY_RIGHTS};
 
 /// The longest symlink target read back whole for a truncating `path_readlink` (PATH_MAX).
@@ -193,22 +191,35 @@ pub(super) fn unlink_checking_type(
         return call.original("path_unlink_file", args);
     };
     let trailing_slash = read_bytes(&call.view(&memory), path, path_len)?.ends_with(b"/");
-    let filetype = call.with_scratch(FILESTAT_SIZE, |call, memory, at| {
-        let stat = [
-            Value::I32(fd as i32),
-            Value::I32(0),
-            Value::I32(path as i32),
-            Value::I32(path_len as i32),
-            Value::I32(at as i32),
-        ];
-        if call.original_errno("path_filestat_get", &stat)? != Errno::Success {
-            return Ok(None);
-        }
-        read_u8(&call.view(memory), at + FILESTAT_FILETYPE).map(Some)
-    })?;
-    match filetype.flatten() {
+    let filetype = call.filetype_at(fd, path, path_len)?;
+    match filetype {
         Some(FILETYPE_DIRECTORY) => Ok(vec![errno(Errno::Isdir)]),
         Some(_) if trailing_slash => Ok(vec![errno(Errno::Notdir)]),
         _ => call.original("path_unlink_file", args),
     }
+}
+
+/// `path_rename`: renaming a directory onto a non-directory, or a non-directory onto a
+/// directory, fails in the kernel with ENOTDIR / EISDIR, but virtual-fs turns both into
+/// `UnknownError` (`From<io::Error> for FsError`), which wasmer answers as IO. When wasmer says
+/// IO, the two paths' types give the errno WASI specifies.
+pub(super) fn rename_checking_types(
+    call: &mut Call<'_>,
+    args: &[Value],
+) -> Result<Vec<Value>, RuntimeError> {
+    let results = call.original("path_rename", args)?;
+    if errno_of(&results) != Some(Errno::Io) {
+        return Ok(results);
+    }
+    let (old_fd, old_path, old_len) = (i32_arg(args, 0)?, i32_arg(args, 1)?, i32_arg(args, 2)?);
+    let (new_fd, new_path, new_len) = (i32_arg(args, 3)?, i32_arg(args, 4)?, i32_arg(args, 5)?);
+    let old = call.filetype_at(old_fd, old_path.into(), old_len.into())?;
+    let new = call.filetype_at(new_fd, new_path.into(), new_len.into())?;
+    Ok(match (old, new) {
+        (Some(FILETYPE_DIRECTORY), Some(t)) if t != FILETYPE_DIRECTORY => {
+            vec![errno(Errno::Notdir)]
+        }
+        (Some(t), Some(FILETYPE_DIRECTORY)) if t != FILETYPE_DIRECTORY => vec![errno(Errno::Isdir)],
+        _ => results,
+    })
 }
