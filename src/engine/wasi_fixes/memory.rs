@@ -74,32 +74,16 @@ impl Call<'_> {
     }
 
     /// st_ino from wasmer's `path_filestat_get(fd, 0, path)` (the entry itself, not followed),
-    /// `path` being `len` bytes of guest memory at `at`: Ok(None) when it cannot be had.
+    /// `path` being `len` bytes of guest memory: Ok(None) when it cannot be had.
     pub(super) fn inode_at(
         &mut self,
         fd: u32,
         path: u64,
         len: u64,
     ) -> Result<Option<u64>, RuntimeError> {
-        let ino = self.with_scratch(FILESTAT_SIZE, |call, memory, at| {
-            let args = [
-                Value::I32(fd as i32),
-                Value::I32(0),
-                Value::I32(path as i32),
-                Value::I32(len as i32),
-                Value::I32(at as i32),
-            ];
-            if call.original_errno("path_filestat_get", &args)? != Errno::Success {
-                return Ok(None);
-            }
-            read_u64(&call.view(memory), at + FILESTAT_INO).map(Some)
-        })?;
-        Ok(ino.flatten())
+        self.path_filestat(fd, path, len, |view, at| read_u64(view, at + FILESTAT_INO))
     }
 
-    /// Runs `f` with `len` bytes of guest memory it may overwrite, at the top of the memory,
-    /// restored afterwards. The guest is inside this very call, so it cannot observe them —
-    /// unless another thread shares the memory: with a shared memory this answers Ok(None).
     /// The filetype of `path` (not following a final symlink) under `fd`, if wasmer can say.
     pub(super) fn filetype_at(
         &mut self,
@@ -107,7 +91,21 @@ impl Call<'_> {
         path: u64,
         len: u64,
     ) -> Result<Option<u8>, RuntimeError> {
-        let filetype = self.with_scratch(FILESTAT_SIZE, |call, memory, at| {
+        self.path_filestat(fd, path, len, |view, at| {
+            read_u8(view, at + FILESTAT_FILETYPE)
+        })
+    }
+
+    /// One field of wasmer's `path_filestat_get(fd, 0, path)`, read by `field` from the
+    /// filestat at the given address: Ok(None) when it cannot be had.
+    fn path_filestat<T>(
+        &mut self,
+        fd: u32,
+        path: u64,
+        len: u64,
+        field: fn(&MemoryView, u64) -> Result<T, RuntimeError>,
+    ) -> Result<Option<T>, RuntimeError> {
+        let value = self.with_scratch(FILESTAT_SIZE, |call, memory, at| {
             let args = [
                 Value::I32(fd as i32),
                 Value::I32(0),
@@ -118,11 +116,14 @@ impl Call<'_> {
             if call.original_errno("path_filestat_get", &args)? != Errno::Success {
                 return Ok(None);
             }
-            read_u8(&call.view(memory), at + FILESTAT_FILETYPE).map(Some)
+            field(&call.view(memory), at).map(Some)
         })?;
-        Ok(filetype.flatten())
+        Ok(value.flatten())
     }
 
+    /// Runs `f` with `len` bytes of guest memory it may overwrite, at the top of the memory,
+    /// restored afterwards. The guest is inside this very call, so it cannot observe them —
+    /// unless another thread shares the memory: with a shared memory this answers Ok(None).
     pub(super) fn with_scratch<R>(
         &mut self,
         len: u64,
