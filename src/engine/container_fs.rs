@@ -69,6 +69,11 @@ fn not_empty(to: &Path, result: virtual_fs::Result<()>) -> virtual_fs::Result<()
     }
 }
 
+/// `path` as the host path it is: the container root is the host file system's root here.
+fn in_root(path: &Path) -> PathBuf {
+    Path::new("/").join(path.strip_prefix("/").unwrap_or(path))
+}
+
 fn wants_write(conf: &OpenOptionsConfig) -> bool {
     conf.write || conf.append || conf.truncate || conf.create || conf.create_new
 }
@@ -86,10 +91,17 @@ impl FileSystem for ContainerFs {
         writing(path, self.inner.create_dir(path))
     }
 
+    /// virtual-fs's host file system cannot create symlinks (the trait's default answers
+    /// Unsupported), and wasmer-wasix's `path_symlink` then keeps the link in memory only: it
+    /// never reached the container's file system, a volume, or another process. `source` is
+    /// the link's text, written as given.
     fn create_symlink(&self, source: &Path, target: &Path) -> virtual_fs::Result<()> {
-        writing(target, self.inner.create_symlink(source, target))
+        let made = std::os::unix::fs::symlink(source, in_root(target)).map_err(FsError::from);
+        writing(target, made)
     }
 
+    /// Never reached for a guest's `path_link`: virtual-fs's blanket `FileSystem` impl for
+    /// `Arc<dyn FileSystem>` does not forward `hard_link`; `wasi_fixes` links on the host.
     fn hard_link(&self, source: &Path, target: &Path) -> virtual_fs::Result<()> {
         writing(target, self.inner.hard_link(source, target))
     }

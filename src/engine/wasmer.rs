@@ -174,7 +174,9 @@ impl WasmerEngine {
         let tasks = TokioTaskManager::new(handle);
         let mut runtime = PluggableRuntime::new(Arc::new(tasks));
         runtime.set_engine(self.engine.clone());
-        runtime.with_instantiation_hook(WasiFixes);
+        let fixes = WasiFixes::default();
+        let preopened = fixes.preopens();
+        runtime.with_instantiation_hook(fixes);
 
         let (argv0, rest) = inv
             .args
@@ -192,7 +194,11 @@ impl WasmerEngine {
             .stdin(Box::new(StdioFile::stdin(inv.stdin)))
             .stdout(Box::new(StdioFile::output(inv.stdout, 1)))
             .stderr(Box::new(StdioFile::output(inv.stderr, 2)))
-            .setup_fs(Box::new(setup_guest_fs));
+            .setup_fs(Box::new(move |inodes, fs| {
+                setup_guest_fs(inodes, fs)?;
+                *preopened.lock().map_err(poisoned)? = preopened_dirs(fs)?;
+                Ok(())
+            }));
         for (name, dir) in preopens(&inv.cwd, &inv.root_entries) {
             builder = builder
                 .preopen_build(|p| {
@@ -240,9 +246,10 @@ pub fn preopens(cwd: &Path, root_entries: &[String]) -> Vec<(String, String)> {
 /// - that root inode becomes an ordinary directory at the guest's `/` (the container root,
 ///   after pivot_root); the preopen "/" (fd 4) is an ordinary descriptor of it, and wasmer's
 ///   own resolution of absolute paths (symlink targets) goes through it for real;
-/// - fd 3 is reserved (`wasi_fixes`): not a preopen to discovery, BADF to every other call,
-///   so a guest that takes the first preopen named "/" — as most of the WASI test suite
-///   does — gets fd 4;
+/// - fd 3 is reserved (`wasi_fixes`, which gives the guest descriptor numbers of its own): not
+///   a preopen to discovery, BADF to every other call until the guest renumbers over it, so a
+///   guest that takes the first preopen named "/" — as most of the WASI test suite does —
+///   gets fd 4;
 /// - the preopen "/" shares the root inode (see `share_root_inode`), and preopens lose the
 ///   file-only rights wasmer gives every descriptor (`wasi_fixes::FILE_ONLY_RIGHTS`);
 /// - directories report their base rights without FD_WRITE (`wasi_fixes`): wasmer refuses to
@@ -272,6 +279,21 @@ fn setup_guest_fs(_inodes: &WasiInodes, fs: &mut WasiFs) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// wasmer's preopened descriptors and their directories, for the guest's descriptor table
+/// (`wasi_fixes`), which keeps a host descriptor of each.
+fn preopened_dirs(fs: &WasiFs) -> Result<Vec<(u32, PathBuf)>, String> {
+    let preopens: Vec<u32> = fs.preopen_fds.read().map_err(poisoned)?.clone();
+    let fds = fs.fd_map.read().map_err(poisoned)?;
+    Ok(preopens
+        .into_iter()
+        .filter(|fd| *fd != VIRTUAL_ROOT_FD)
+        .filter_map(|fd| match &*fds.get(fd)?.inode.read() {
+            Kind::Dir { path, .. } => Some((fd, path.clone())),
+            _ => None,
+        })
+        .collect())
 }
 
 /// Makes the preopen of "/" at `fd` a descriptor of the root inode itself. wasmer keeps a

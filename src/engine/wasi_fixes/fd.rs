@@ -1,14 +1,14 @@
-//! The fixes to the `fd_*` calls: the reserved fd 3 (`fd_prestat_get`, `fd_close`),
-//! `fd_fdstat_get`, `fd_readdir` and `fd_renumber`.
-
-use std::sync::atomic::Ordering;
+//! The fixes to the `fd_*` calls: `fd_close` and `fd_renumber` on the guest's descriptor
+//! table, the reserved fd 3 in `fd_prestat_get`, `fd_fdstat_get` and `fd_readdir`.
 
 use wasmer::{RuntimeError, Value};
 use wasmer_wasix::types::wasi::{Errno, Rights};
-use wasmer_wasix::VIRTUAL_ROOT_FD;
 
+use super::descriptors::Closed;
+use super::host;
 use super::memory::{
-    memory_error, read_bytes, read_u32, read_u64, read_u8, FDSTAT_RIGHTS_BASE, FILETYPE_DIRECTORY,
+    memory_error, read_bytes, read_u32, read_u64, read_u8, write_host_stat, HostFields,
+    FDSTAT_RIGHTS_BASE, FILETYPE_DIRECTORY,
 };
 use super::{errno, errno_of, i32_arg, Call};
 
@@ -22,19 +22,12 @@ const DIRENT_SIZE: u64 = 24;
 const DIRENT_INO: u64 = 8;
 const DIRENT_NAMLEN: u64 = 16;
 
-/// `fd_prestat_get(fd, buf)`: fd 3 answers "not a preopen" (BADF once the guest closed it);
-/// every other fd goes to wasmer.
-pub(super) fn prestat_hiding_root(
+/// `fd_prestat_get(fd, buf)` on the reserved fd 3: "not a preopened directory".
+pub(super) fn not_a_preopen(
     call: &mut Call<'_>,
     args: &[Value],
 ) -> Result<Vec<Value>, RuntimeError> {
-    let (fd, buf) = (i32_arg(args, 0)?, i32_arg(args, 1)? as u64);
-    if fd != VIRTUAL_ROOT_FD {
-        return call.original("fd_prestat_get", args);
-    }
-    if call.shared.root_fd_closed.load(Ordering::SeqCst) {
-        return Ok(vec![errno(Errno::Badf)]);
-    }
+    let buf = i32_arg(args, 1)? as u64;
     let e = match call.memory()? {
         Some(memory) => match call.view(&memory).write(buf, &NOT_A_PREOPEN) {
             Ok(()) => Errno::Success,
@@ -45,21 +38,17 @@ pub(super) fn prestat_hiding_root(
     Ok(vec![errno(e)])
 }
 
-/// `fd_close(fd)`: the reserved fd 3 closes once (then it is BADF everywhere); wasmer's
-/// `close_fd_and_capture_flush` would skip it as a preopen and leave it open.
-pub(super) fn close_reserved_root(
-    call: &mut Call<'_>,
-    args: &[Value],
-) -> Result<Vec<Value>, RuntimeError> {
-    if i32_arg(args, 0)? != VIRTUAL_ROOT_FD {
-        return call.original("fd_close", args);
+/// `fd_close(fd)`: the guest's descriptor goes from the table, and wasmer's with it.
+/// wasmer's `close_fd_and_capture_flush` keeps a descriptor of a preopened directory open
+/// (answering success); the guest's is closed all the same.
+pub(super) fn close(call: &mut Call<'_>, args: &[Value]) -> Result<Vec<Value>, RuntimeError> {
+    let fd = i32_arg(args, 0)?;
+    let closed = call.descriptors()?.close(fd);
+    match closed {
+        Ok(Closed::Wasmer(wasmer_fd)) => call.original("fd_close", &[Value::I32(wasmer_fd as i32)]),
+        Ok(Closed::Reserved) => Ok(vec![errno(Errno::Success)]),
+        Err(e) => Ok(vec![errno(e)]),
     }
-    let was_closed = call.shared.root_fd_closed.swap(true, Ordering::SeqCst);
-    Ok(vec![errno(if was_closed {
-        Errno::Badf
-    } else {
-        Errno::Success
-    })])
 }
 
 /// `fd_fdstat_get(fd, buf)`, two corrections to `WasiFs::fdstat`:
@@ -97,6 +86,25 @@ pub(super) fn fdstat_fixed(
         let base = read_u64(&view, buf + FDSTAT_RIGHTS_BASE)? & !Rights::FD_WRITE.bits();
         view.write(buf + FDSTAT_RIGHTS_BASE, &base.to_le_bytes())
             .map_err(memory_error)?;
+    }
+    Ok(results)
+}
+
+/// `fd_filestat_get(fd, buf)`: the device, inode and link count are the kernel's (fstat(2) of
+/// the descriptor's host `O_PATH` descriptor), for the reasons at `path::stat_from_host`;
+/// stdio and descriptors the table does not know on the host keep wasmer's.
+pub(super) fn fd_stat_from_host(
+    call: &mut Call<'_>,
+    args: &[Value],
+) -> Result<Vec<Value>, RuntimeError> {
+    let results = call.original("fd_filestat_get", args)?;
+    if errno_of(&results) != Some(Errno::Success) {
+        return Ok(results);
+    }
+    let (fd, buf) = (i32_arg(args, 0)?, i32_arg(args, 1)? as u64);
+    let stat = call.descriptors()?.host(fd).and_then(|h| host::stat(&h));
+    if let (Some(stat), Some(memory)) = (stat, call.memory()?) {
+        write_host_stat(&call.view(&memory), buf, &stat, HostFields::Identity)?;
     }
     Ok(results)
 }
@@ -171,18 +179,33 @@ fn entries_without_inode(bytes: &[u8]) -> Vec<(u64, Vec<u8>)> {
     found
 }
 
-/// `fd_renumber(from, to)`: wasmer's `WasiFs::dup2_at` copies `from` onto `to` but leaves
-/// `from` open (POSIX dup2); WASI's renumber closes it.
-pub(super) fn renumber_closing_source(
-    call: &mut Call<'_>,
-    args: &[Value],
-) -> Result<Vec<Value>, RuntimeError> {
+/// `fd_renumber(from, to)`: a move in the guest's table (see `descriptors`); wasmer's
+/// descriptor that `to` held is closed. wasmer's own renumber (`WasiFs::dup2_at`) refuses to
+/// replace a preopen, gives `to` the source's inheriting rights as its base rights, and leaves
+/// `from` open. For a WASIX module (numbers are wasmer's) it is wasmer's renumber, then the
+/// source closed.
+pub(super) fn renumber(call: &mut Call<'_>, args: &[Value]) -> Result<Vec<Value>, RuntimeError> {
     let (from, to) = (i32_arg(args, 0)?, i32_arg(args, 1)?);
-    let results = call.original("fd_renumber", args)?;
-    if errno_of(&results) == Some(Errno::Success) && from != to {
-        call.original("fd_close", &[Value::I32(from as i32)])?;
+    if call.descriptors()?.same_numbers() {
+        let (Ok(_), Ok(_)) = (call.resolve(from), call.resolve(to)) else {
+            return Ok(vec![errno(Errno::Badf)]);
+        };
+        let results = call.original("fd_renumber", args)?;
+        if errno_of(&results) == Some(Errno::Success) && from != to {
+            call.original("fd_close", &[Value::I32(from as i32)])?;
+            call.descriptors()?.close(from).ok();
+        }
+        return Ok(results);
     }
-    Ok(results)
+    let displaced = call.descriptors()?.renumber(from, to);
+    match displaced {
+        Ok(Some(wasmer_fd)) => {
+            call.original("fd_close", &[Value::I32(wasmer_fd as i32)])?;
+            Ok(vec![errno(Errno::Success)])
+        }
+        Ok(None) => Ok(vec![errno(Errno::Success)]),
+        Err(e) => Ok(vec![errno(e)]),
+    }
 }
 
 #[cfg(test)]

@@ -1,10 +1,11 @@
 //! Guest memory for the fixes: reading and writing it, and borrowing a few bytes of it as
 //! scratch space to ask wasmer's own calls about a descriptor or a path.
 
+use nix::sys::stat::FileStat;
 use wasmer::{Memory, MemoryView, RuntimeError, Value};
 use wasmer_wasix::types::wasi::Errno;
 
-use super::Call;
+use super::{host, Call};
 
 /// What `fd_fdstat_get` says of a descriptor.
 #[derive(Debug, Clone, Copy)]
@@ -25,6 +26,54 @@ pub(super) const FILESTAT_SIZE: u64 = 64;
 pub(super) const FILESTAT_FILETYPE: u64 = 16;
 /// WASI's `filestat`: st_ino (u64) at 8.
 const FILESTAT_INO: u64 = 8;
+/// WASI's `filestat` fields a host stat gives, as (offset, field): dev, ino, nlink, size,
+/// atim, mtim, ctim, each a u64 (times in nanoseconds). The filetype at 16 stays wasmer's.
+fn host_fields(stat: &FileStat) -> [(u64, u64); 7] {
+    let ns = |s: i64, ns: i64| {
+        (s as u64)
+            .wrapping_mul(1_000_000_000)
+            .wrapping_add(ns as u64)
+    };
+    [
+        (0, stat.st_dev),
+        (FILESTAT_INO, stat.st_ino),
+        (24, stat.st_nlink),
+        (32, stat.st_size as u64),
+        (40, ns(stat.st_atime, stat.st_atime_nsec)),
+        (48, ns(stat.st_mtime, stat.st_mtime_nsec)),
+        (56, ns(stat.st_ctime, stat.st_ctime_nsec)),
+    ]
+}
+
+/// Which of a host stat's fields to write over wasmer's.
+#[derive(Clone, Copy, PartialEq)]
+pub(super) enum HostFields {
+    /// All of them.
+    All,
+    /// dev, ino and nlink only: what names the file. Size and times of an open descriptor
+    /// stay wasmer's, because wasmer's writes to a host file complete in the background
+    /// (virtual-fs's host file is a tokio file), so the kernel may not have them yet.
+    Identity,
+}
+
+/// Overwrites the `filestat` wasmer wrote at `buf` with what the host's `stat` says.
+pub(super) fn write_host_stat(
+    view: &MemoryView,
+    buf: u64,
+    stat: &FileStat,
+    which: HostFields,
+) -> Result<(), RuntimeError> {
+    let fields = host_fields(stat);
+    let count = match which {
+        HostFields::All => fields.len(),
+        HostFields::Identity => 3,
+    };
+    for (at, value) in fields.into_iter().take(count) {
+        view.write(buf + at, &value.to_le_bytes())
+            .map_err(memory_error)?;
+    }
+    Ok(())
+}
 
 impl Call<'_> {
     pub(super) fn memory(&self) -> Result<Option<Memory>, RuntimeError> {
@@ -60,9 +109,13 @@ impl Call<'_> {
         })
     }
 
-    /// st_ino from wasmer's `fd_filestat_get` for `fd`: Ok(None) when it cannot be had (no
-    /// scratch memory, or the descriptor lacks FD_FILESTAT_GET).
+    /// st_ino of `fd`: the host's when the table knows the descriptor on the host, else from
+    /// wasmer's `fd_filestat_get`; Ok(None) when it cannot be had (no scratch memory, or the
+    /// descriptor lacks FD_FILESTAT_GET).
     pub(super) fn inode(&mut self, fd: u32) -> Result<Option<u64>, RuntimeError> {
+        if let Some(stat) = self.descriptors()?.host(fd).and_then(|h| host::stat(&h)) {
+            return Ok(Some(stat.st_ino));
+        }
         let ino = self.with_scratch(FILESTAT_SIZE, |call, memory, at| {
             let args = [Value::I32(fd as i32), Value::I32(at as i32)];
             if call.original_errno("fd_filestat_get", &args)? != Errno::Success {
@@ -73,7 +126,8 @@ impl Call<'_> {
         Ok(ino.flatten())
     }
 
-    /// st_ino from wasmer's `path_filestat_get(fd, 0, path)` (the entry itself, not followed),
+    /// st_ino of `path` under `fd` (the entry itself, not followed): the host's when it can
+    /// tell, else from wasmer's `path_filestat_get(fd, 0, path)`,
     /// `path` being `len` bytes of guest memory: Ok(None) when it cannot be had.
     pub(super) fn inode_at(
         &mut self,
@@ -81,6 +135,12 @@ impl Call<'_> {
         path: u64,
         len: u64,
     ) -> Result<Option<u64>, RuntimeError> {
+        if let (Some(dir), Some(memory)) = (self.descriptors()?.host(fd), self.memory()?) {
+            let name = read_bytes(&self.view(&memory), path, len)?;
+            if let Some(stat) = host::stat_at(&dir, &name, false) {
+                return Ok(Some(stat.st_ino));
+            }
+        }
         self.path_filestat(fd, path, len, |view, at| read_u64(view, at + FILESTAT_INO))
     }
 

@@ -9,8 +9,8 @@
 //! borrowed and restored around the call (see [`Scratch`](memory::Scratch)).
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use wasmer::{
     Function, FunctionEnv, FunctionEnvMut, Imports, Instance, Memory, Module, RuntimeError,
@@ -18,21 +18,22 @@ use wasmer::{
 };
 use wasmer_wasix::runtime::{InstantiationHook, InstantiationState};
 use wasmer_wasix::types::wasi::{Errno, Rights};
-use wasmer_wasix::VIRTUAL_ROOT_FD;
 
+mod descriptors;
 mod fd;
+mod host;
 mod memory;
 mod path;
 mod poll;
 
-use fd::{
-    close_reserved_root, fdstat_fixed, prestat_hiding_root, readdir_with_inodes,
-    renumber_closing_source,
-};
+use descriptors::Descriptors;
+use fd::{close, fd_stat_from_host, fdstat_fixed, not_a_preopen, readdir_with_inodes, renumber};
 use path::{
-    open_checked, readlink_truncating, rename_checking_types, symlink_checked, unlink_checking_type,
+    accept_numbered, link_on_the_host, open_checked, readlink_truncating, refuse_escapes,
+    rename_checking_types, set_times_on_the_file, stat_from_host, symlink_checked,
+    unlink_checking_type,
 };
-use poll::poll_zero_timeouts_fire;
+use poll::poll_translated;
 
 const WASI_P1: &str = "wasi_snapshot_preview1";
 
@@ -64,9 +65,9 @@ const ERRNO_FIXES: &[(&str, Errno, Errno)] = &[
     ("fd_filestat_set_size", Errno::Access, Errno::Notcapable),
 ];
 
-/// The WASI calls taking descriptors, with the positions of their descriptor arguments; each
-/// answers BADF for fd 3 (see [`reserved_fd`]). `fd_close` and `fd_prestat_get` are handled by
-/// their own fixes.
+/// The WASI calls taking descriptors, with the positions of their descriptor arguments, which
+/// are translated to wasmer's numbers (see `descriptors`). `fd_close` and `fd_renumber` are
+/// operations on the guest's table; `poll_oneoff` has its descriptors in memory.
 const FD_ARGS: &[(&str, &[usize])] = &[
     ("fd_advise", &[0]),
     ("fd_allocate", &[0]),
@@ -79,10 +80,10 @@ const FD_ARGS: &[(&str, &[usize])] = &[
     ("fd_filestat_set_times", &[0]),
     ("fd_pread", &[0]),
     ("fd_prestat_dir_name", &[0]),
+    ("fd_prestat_get", &[0]),
     ("fd_pwrite", &[0]),
     ("fd_read", &[0]),
     ("fd_readdir", &[0]),
-    ("fd_renumber", &[0, 1]),
     ("fd_seek", &[0]),
     ("fd_sync", &[0]),
     ("fd_tell", &[0]),
@@ -90,7 +91,7 @@ const FD_ARGS: &[(&str, &[usize])] = &[
     ("path_create_directory", &[0]),
     ("path_filestat_get", &[0]),
     ("path_filestat_set_times", &[0]),
-    ("path_link", &[0, 3]),
+    ("path_link", &[0, 4]),
     ("path_open", &[0]),
     ("path_readlink", &[0]),
     ("path_remove_directory", &[0]),
@@ -106,31 +107,65 @@ const FD_ARGS: &[(&str, &[usize])] = &[
 /// A fix that replaces wasmer's function for one call (it may still call it).
 type Handler = fn(&mut Call<'_>, &[Value]) -> Result<Vec<Value>, RuntimeError>;
 
-/// The calls with a fix of their own.
+/// The calls with a fix of their own, run on wasmer's descriptor numbers.
 const HANDLERS: &[(&str, Handler)] = &[
-    ("fd_prestat_get", prestat_hiding_root),
-    ("fd_close", close_reserved_root),
     ("fd_fdstat_get", fdstat_fixed),
+    ("fd_filestat_get", fd_stat_from_host),
     ("fd_readdir", readdir_with_inodes),
-    ("fd_renumber", renumber_closing_source),
+    ("path_filestat_get", stat_from_host),
+    ("path_link", link_on_the_host),
+    ("path_filestat_set_times", set_times_on_the_file),
     ("path_open", open_checked),
     ("path_readlink", readlink_truncating),
     ("path_symlink", symlink_checked),
     ("path_unlink_file", unlink_checking_type),
     ("path_rename", rename_checking_types),
-    ("poll_oneoff", poll_zero_timeouts_fire),
+    ("poll_oneoff", poll_translated),
+    ("sock_accept", accept_numbered),
 ];
 
+/// The calls that are operations on the guest's descriptor table, run on guest numbers.
+const TABLE_HANDLERS: &[(&str, Handler)] = &[("fd_close", close), ("fd_renumber", renumber)];
+
+/// The instantiation hook. Its preopens are filled in by the file system set-up
+/// ([`WasiFixes::preopens`]), which runs before instantiation.
 #[derive(Debug, Default)]
-pub struct WasiFixes;
+pub struct WasiFixes {
+    preopens: Arc<Mutex<Vec<(u32, PathBuf)>>>,
+}
+
+impl WasiFixes {
+    /// Where wasmer's preopened descriptors and their directories are recorded.
+    pub fn preopens(&self) -> Arc<Mutex<Vec<(u32, PathBuf)>>> {
+        self.preopens.clone()
+    }
+
+    /// The guest's table at start, each preopen with its host directory.
+    fn descriptors(&self, module: &Module) -> Descriptors {
+        let preopens = self
+            .preopens
+            .lock()
+            .map(|list| list.clone())
+            .unwrap_or_default();
+        let wasix = module
+            .imports()
+            .any(|import| import.module().starts_with("wasix"));
+        Descriptors::new(
+            preopens
+                .into_iter()
+                .map(|(fd, dir)| (fd, host::open_dir(&dir)))
+                .collect(),
+            wasix,
+        )
+    }
+}
 
 /// What every wrapper of one instance shares: wasmer's functions, the guest's memory (known
-/// once the instance exists), and whether the guest closed fd 3.
-#[derive(Default)]
+/// once the instance exists), and the guest's descriptor table.
 struct Shared {
     originals: HashMap<String, Function>,
     memory: Mutex<Option<Memory>>,
-    root_fd_closed: AtomicBool,
+    descriptors: Mutex<Descriptors>,
 }
 
 /// The environment of one wrapped import.
@@ -142,7 +177,7 @@ struct Wrapper {
 impl InstantiationHook for WasiFixes {
     fn prepare_imports(
         &self,
-        _module: &Module,
+        module: &Module,
         store: &mut StoreMut,
         imports: &mut Imports,
     ) -> anyhow::Result<InstantiationState> {
@@ -159,7 +194,8 @@ impl InstantiationHook for WasiFixes {
             .collect();
         let shared = Arc::new(Shared {
             originals,
-            ..Shared::default()
+            memory: Mutex::new(None),
+            descriptors: Mutex::new(self.descriptors(module)),
         });
         for (name, ty) in types {
             let env = FunctionEnv::new(
@@ -203,13 +239,16 @@ fn wrapped_names() -> Vec<&'static str> {
     let mut names: Vec<&'static str> = ERRNO_FIXES.iter().map(|(n, _, _)| *n).collect();
     names.extend(FD_ARGS.iter().map(|(n, _)| *n));
     names.extend(HANDLERS.iter().map(|(n, _)| *n));
+    names.extend(TABLE_HANDLERS.iter().map(|(n, _)| *n));
     names.sort_unstable();
     names.dedup();
     names
 }
 
-/// Every wrapped import: fd 3 is refused, then the call's own fix (or wasmer's function)
-/// runs, then wasmer's errno is translated where WASI says otherwise.
+/// Every wrapped import: table operations run on the guest's numbers; any other call has its
+/// descriptors translated to wasmer's, paths climbing out of their directory refused, then
+/// the call's own fix (or wasmer's function) runs, and wasmer's errno is translated where
+/// WASI says otherwise.
 fn wrapped(mut env: FunctionEnvMut<Wrapper>, args: &[Value]) -> Result<Vec<Value>, RuntimeError> {
     let (wrapper, store) = env.data_and_store_mut();
     let name = wrapper.name;
@@ -217,29 +256,45 @@ fn wrapped(mut env: FunctionEnvMut<Wrapper>, args: &[Value]) -> Result<Vec<Value
         shared: &wrapper.shared,
         store,
     };
-    if reserved_fd(name, args) {
-        return Ok(vec![errno(Errno::Badf)]);
+    if let Some((_, handler)) = TABLE_HANDLERS.iter().find(|(n, _)| *n == name) {
+        return handler(&mut call, args);
+    }
+    if name == "fd_prestat_get" && call.descriptors()?.is_reserved(i32_arg(args, 0)?) {
+        return not_a_preopen(&mut call, args);
+    }
+    let translated = translate(&*call.descriptors()?, name, args)?;
+    let args = match translated {
+        Ok(args) => args,
+        Err(e) => return Ok(vec![errno(e)]),
+    };
+    if let Some(e) = refuse_escapes(&mut call, name, &args)? {
+        return Ok(vec![errno(e)]);
     }
     let results = match HANDLERS.iter().find(|(n, _)| *n == name) {
-        Some((_, handler)) => handler(&mut call, args)?,
-        None => call.original(name, args)?,
+        Some((_, handler)) => handler(&mut call, &args)?,
+        None => call.original(name, &args)?,
     };
     Ok(translate_errno(name, results))
 }
 
-/// fd 3 is wasmer's fixed root descriptor (`VIRTUAL_ROOT_FD`), which wasmer special-cases:
-/// `WasiFs::get_fd`/`get_fd_inode` fall back to the root for it even once closed, `fdstat`
-/// reports all rights, and it can be neither closed nor renumbered over. The guest's root is
-/// the preopen "/" at fd 4 (see `wasmer::setup_guest_fs`), so fd 3 is reserved: it is not a
-/// preopened directory (`fd_prestat_get`), it can be closed once, and every other call on it
-/// answers BADF, as for a descriptor the guest was never given.
-fn reserved_fd(name: &str, args: &[Value]) -> bool {
+/// `args` of the call `name` with its descriptors as wasmer's numbers (BADF for a guest
+/// descriptor that is not open).
+fn translate(
+    table: &Descriptors,
+    name: &str,
+    args: &[Value],
+) -> Result<Result<Vec<Value>, Errno>, RuntimeError> {
+    let mut args = args.to_vec();
     let Some((_, positions)) = FD_ARGS.iter().find(|(n, _)| *n == name) else {
-        return false;
+        return Ok(Ok(args));
     };
-    positions
-        .iter()
-        .any(|&i| matches!(args.get(i), Some(Value::I32(fd)) if *fd as u32 == VIRTUAL_ROOT_FD))
+    for &i in *positions {
+        match table.resolve(i32_arg(&args, i)?) {
+            Ok(wasmer_fd) => args[i] = Value::I32(wasmer_fd as i32),
+            Err(e) => return Ok(Err(e)),
+        }
+    }
+    Ok(Ok(args))
 }
 
 fn translate_errno(name: &str, mut results: Vec<Value>) -> Vec<Value> {
@@ -271,6 +326,13 @@ fn i32_arg(args: &[Value], i: usize) -> Result<u32, RuntimeError> {
     }
 }
 
+fn i64_arg(args: &[Value], i: usize) -> Result<u64, RuntimeError> {
+    match args.get(i) {
+        Some(Value::I64(v)) => Ok(*v as u64),
+        _ => Err(RuntimeError::new("WASI call with an unexpected signature")),
+    }
+}
+
 /// One call of a wrapped import: wasmer's functions and the guest's memory.
 struct Call<'a> {
     shared: &'a Shared,
@@ -293,6 +355,19 @@ impl Call<'_> {
         let results = self.original(name, args)?;
         Ok(errno_of(&results).unwrap_or(Errno::Inval))
     }
+
+    /// The guest's descriptor table.
+    fn descriptors(&self) -> Result<MutexGuard<'_, Descriptors>, RuntimeError> {
+        self.shared
+            .descriptors
+            .lock()
+            .map_err(|_| RuntimeError::new("descriptor table poisoned"))
+    }
+
+    /// wasmer's descriptor for the guest's `fd`.
+    fn resolve(&self, fd: u32) -> Result<Result<u32, Errno>, RuntimeError> {
+        Ok(self.descriptors()?.resolve(fd))
+    }
 }
 
 #[cfg(test)]
@@ -309,19 +384,47 @@ mod tests {
     }
 
     #[test]
-    fn fd_3_is_refused_wherever_it_is_a_descriptor_argument() {
-        let (fd3, other) = (Value::I32(3), Value::I32(5));
-        assert!(reserved_fd("fd_read", &[fd3.clone(), other.clone()]));
-        assert!(!reserved_fd("fd_read", &[other.clone(), fd3.clone()]));
-        let rename = [other.clone(), other.clone(), other.clone(), fd3.clone()];
-        assert!(reserved_fd("path_rename", &rename));
-        assert!(reserved_fd(
-            "path_symlink",
-            &[other.clone(), other.clone(), fd3.clone()]
-        ));
-        // Their own fixes decide for these.
-        assert!(!reserved_fd("fd_close", &[fd3.clone(), other.clone()]));
-        assert!(!reserved_fd("fd_prestat_get", &[fd3, other]));
+    fn descriptor_arguments_are_translated_and_fd_3_refused_wherever_it_is_one() {
+        let mut table = Descriptors::new(vec![(4, None)], false);
+        let file = table.opened(6, None);
+        table.renumber(file, 4).unwrap();
+        let (fd3, fd4, len) = (Value::I32(3), Value::I32(4), Value::I32(3));
+        assert_eq!(
+            translate(&table, "fd_read", &[fd4.clone(), fd3.clone()]).unwrap(),
+            Ok(vec![Value::I32(6), fd3.clone()])
+        );
+        assert_eq!(
+            translate(&table, "fd_read", &[fd3.clone(), fd4.clone()]).unwrap(),
+            Err(Errno::Badf)
+        );
+        // path_link(old_fd, flags, old_path, old_len, new_fd, new_path, new_len): the
+        // descriptors are at 0 and 4, the path length at 3 is left alone.
+        let link = [
+            fd4.clone(),
+            Value::I32(0),
+            Value::I32(100),
+            len.clone(),
+            fd4.clone(),
+        ];
+        assert_eq!(
+            translate(&table, "path_link", &link).unwrap(),
+            Ok(vec![
+                Value::I32(6),
+                Value::I32(0),
+                Value::I32(100),
+                len,
+                Value::I32(6)
+            ])
+        );
+        let symlink = [Value::I32(100), Value::I32(1), fd3];
+        assert_eq!(
+            translate(&table, "path_symlink", &symlink).unwrap(),
+            Err(Errno::Badf)
+        );
+        assert_eq!(
+            translate(&table, "random_get", std::slice::from_ref(&fd4)).unwrap(),
+            Ok(vec![fd4])
+        );
     }
 
     #[test]
