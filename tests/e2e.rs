@@ -250,6 +250,82 @@ fn bind_mounts_appear_at_their_destinations_and_ro_is_enforced() {
 }
 
 #[test]
+fn links_a_guest_makes_are_real_on_the_host() {
+    // wasmer-wasix kept guest-made hard links and symlinks in memory only; through a
+    // read-write bind mount the host must see them, and a later container use them.
+    let host = work_dir().join(unique_id("links"));
+    std::fs::create_dir_all(&host).unwrap();
+    std::fs::write(host.join("file"), "linked\n").unwrap();
+    let mount = BindMount {
+        src: host.clone(),
+        dst: "/mnt".into(),
+        read_only: false,
+    };
+    for (name, args) in [
+        ("link", ["link", "/mnt/file", "/mnt/hard"]),
+        ("symlink", ["symlink", "file", "/mnt/soft"]),
+    ] {
+        let id = unique_id(name);
+        let mut argv = vec!["/probe.wasm"];
+        argv.extend(args);
+        let mut o = opts(&id, &argv);
+        o.mounts = vec![mount.clone()];
+        run(o).assert_code(0);
+    }
+    use std::os::unix::fs::MetadataExt;
+    let (file, hard) = (
+        std::fs::metadata(host.join("file")).unwrap(),
+        std::fs::metadata(host.join("hard")).unwrap(),
+    );
+    assert_eq!((hard.ino(), hard.nlink()), (file.ino(), 2));
+    assert_eq!(
+        std::fs::read_link(host.join("soft")).unwrap(),
+        std::path::Path::new("file")
+    );
+    let id = unique_id("links-read");
+    let mut o = opts(&id, &["/probe.wasm", "read", "/mnt/soft"]);
+    o.mounts = vec![mount];
+    assert_eq!(run(o).stdout_str(), "linked\n");
+}
+
+#[test]
+fn times_a_guest_sets_reach_the_file() {
+    // Through the descriptor (Rust's File::set_modified, C's futimens): wasmer-wasix recorded
+    // the time in its own stat only.
+    let host = work_dir().join(unique_id("mtime"));
+    std::fs::create_dir_all(&host).unwrap();
+    std::fs::write(host.join("file"), "x").unwrap();
+    let id = unique_id("mtime");
+    let mut o = opts(
+        &id,
+        &["/probe.wasm", "set-mtime", "/mnt/file", "1000000000"],
+    );
+    o.mounts = vec![BindMount {
+        src: host.clone(),
+        dst: "/mnt".into(),
+        read_only: false,
+    }];
+    run(o).assert_code(0);
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata(host.join("file")).unwrap().mtime(),
+        1_000_000_000
+    );
+}
+
+#[test]
+fn dotdot_from_the_working_directory_goes_up_as_on_linux() {
+    // The working directory is a preopen (WASI has no cwd); ".." under it reaches the rest of
+    // the container as in any Linux process, unlike ".." above a directory the guest opened.
+    let id = unique_id("dotdot");
+    let mut o = opts(&id, &["/probe.wasm", "read", "../etc/hostname"]);
+    o.cwd = Some("/data".into());
+    let r = run(o);
+    r.assert_code(0);
+    assert_eq!(r.stdout_str(), "container hostname\n", "{r}");
+}
+
+#[test]
 fn a_read_only_root_refuses_writes_and_a_writable_one_takes_them() {
     let id = unique_id("ro-root");
     let mut o = opts(&id, &["/probe.wasm", "write", "/data/new.txt", "x"]);

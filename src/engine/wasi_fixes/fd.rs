@@ -10,7 +10,7 @@ use super::memory::{
     memory_error, read_bytes, read_u32, read_u64, read_u8, write_host_stat, HostFields,
     FDSTAT_RIGHTS_BASE, FILETYPE_DIRECTORY,
 };
-use super::{errno, errno_of, i32_arg, Call};
+use super::{errno, errno_of, i32_arg, i64_arg, Call};
 
 /// A `prestat` whose tag is not `preopentype::dir` (0): "not a preopened directory". Callers
 /// that enumerate preopens (wasi-libc, the Rust `wasi` crate) skip it and go on to fd 4.
@@ -107,6 +107,33 @@ pub(super) fn fd_stat_from_host(
         write_host_stat(&call.view(&memory), buf, &stat, HostFields::Identity)?;
     }
     Ok(results)
+}
+
+/// `fd_filestat_set_times(fd, atim, mtim, fstflags)`: wasmer's checks the rights and flags
+/// and records the times in its own stat, but its host file's `set_times` (virtual-fs
+/// host_fs.rs) reads the nanoseconds as seconds and its error is dropped, so nothing changed
+/// on disk. After wasmer's answer, the times are set through the descriptor's host descriptor
+/// (see `host::set_times`), and the kernel's refusal, if any, is the answer.
+pub(super) fn fd_times_on_the_file(
+    call: &mut Call<'_>,
+    args: &[Value],
+) -> Result<Vec<Value>, RuntimeError> {
+    let results = call.original("fd_filestat_set_times", args)?;
+    if errno_of(&results) != Some(Errno::Success) {
+        return Ok(results);
+    }
+    let fd = i32_arg(args, 0)?;
+    let (atim, mtim, fstflags) = (i64_arg(args, 1)?, i64_arg(args, 2)?, i32_arg(args, 3)?);
+    let (Some(host), Ok(times)) = (
+        call.descriptors()?.host(fd),
+        host::times(atim, mtim, fstflags as u16),
+    ) else {
+        return Ok(results);
+    };
+    Ok(match host::set_times(&host, times) {
+        Some(e) => vec![errno(e)],
+        None => results,
+    })
 }
 
 /// `fd_readdir(fd, buf, buf_len, cookie, bufused)`: wasmer's (syscalls/wasi/fd_readdir.rs)

@@ -25,16 +25,63 @@ pub(super) fn open_dir(path: &Path) -> Option<Host> {
     Some(Host::new(fd))
 }
 
-/// An `O_PATH` descriptor of `path` under `dir`, following a final symlink only if `follow`:
-/// what wasmer's `path_open` just opened.
+/// A descriptor of `path` under `dir`, following a final symlink only if `follow`: what
+/// wasmer's `path_open` just opened. `O_PATH`, except for a regular file the guest process
+/// can read, which is opened read-only (non-blocking, never as a controlling terminal) so
+/// that its times can be set (futimens(2) refuses `O_PATH` descriptors).
 pub(super) fn open_at(dir: &Host, path: &[u8], follow: bool) -> Option<Host> {
-    let mut flags = OFlag::O_PATH | OFlag::O_CLOEXEC;
-    if !follow {
-        flags |= OFlag::O_NOFOLLOW;
-    }
     let path = CString::new(path).ok()?;
-    let fd = nix::fcntl::openat(dir.as_ref(), path.as_c_str(), flags, Mode::empty()).ok()?;
-    Some(Host::new(fd))
+    let nofollow = if follow {
+        OFlag::empty()
+    } else {
+        OFlag::O_NOFOLLOW
+    };
+    let open = |flags: OFlag| {
+        nix::fcntl::openat(
+            dir.as_ref(),
+            path.as_c_str(),
+            flags | nofollow,
+            Mode::empty(),
+        )
+        .ok()
+    };
+    let found = open(OFlag::O_PATH | OFlag::O_CLOEXEC)?;
+    let stat = nix::sys::stat::fstat(&found).ok()?;
+    if stat.st_mode & libc::S_IFMT == libc::S_IFREG {
+        let readable =
+            open(OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC);
+        let same = |fd: &OwnedFd| {
+            nix::sys::stat::fstat(fd)
+                .is_ok_and(|s| (s.st_dev, s.st_ino) == (stat.st_dev, stat.st_ino))
+        };
+        if let Some(fd) = readable.filter(same) {
+            return Some(Host::new(fd));
+        }
+    }
+    Some(Host::new(found))
+}
+
+/// Sets the times of what `host` is: a directory with utimensat(2) of ".", a file opened
+/// read-only with futimens(2). None when the descriptor allows neither (an `O_PATH`
+/// descriptor of anything else).
+pub(super) fn set_times(host: &Host, (atime, mtime): (TimeSpec, TimeSpec)) -> Option<Errno> {
+    let stat = nix::sys::stat::fstat(host.as_ref()).ok()?;
+    let set = if stat.st_mode & libc::S_IFMT == libc::S_IFDIR {
+        utimensat(
+            host.as_ref(),
+            ".",
+            &atime,
+            &mtime,
+            UtimensatFlags::FollowSymlink,
+        )
+    } else {
+        nix::sys::stat::futimens(host.as_ref(), &atime, &mtime)
+    };
+    match set {
+        Ok(()) => Some(Errno::Success),
+        Err(Sys::EBADF) => None,
+        Err(e) => Some(wasi_errno(e)),
+    }
 }
 
 /// openat2(2)'s `struct open_how` (libc's is non-exhaustive, so it cannot be built here).
@@ -290,6 +337,23 @@ mod tests {
         assert_eq!(m.tv_nsec(), TimeSpec::UTIME_NOW.tv_nsec());
         assert_eq!(times(0, 0, 1 | 2).err(), Some(Errno::Inval));
         assert_eq!(times(0, 0, 4 | 8).err(), Some(Errno::Inval));
+    }
+
+    #[test]
+    fn times_are_set_through_descriptors_of_files_and_directories() {
+        let (dir, host) = scratch();
+        std::fs::write(dir.path().join("file"), b"x").unwrap();
+        let t = times(0, 3_000_000_000, 4).unwrap();
+        let file = open_at(&host, b"file", false).unwrap();
+        assert_eq!(set_times(&file, t), Some(Errno::Success));
+        assert_eq!(stat_at(&host, b"file", false).unwrap().st_mtime, 3);
+        let sub = open_at(&host, b"a", false).unwrap();
+        assert_eq!(set_times(&sub, t), Some(Errno::Success));
+        assert_eq!(stat_at(&host, b"a", false).unwrap().st_mtime, 3);
+        // A symlink opened without following is an O_PATH descriptor: it cannot say.
+        std::os::unix::fs::symlink("file", dir.path().join("link")).unwrap();
+        let link = open_at(&host, b"link", false).unwrap();
+        assert_eq!(set_times(&link, t), None);
     }
 
     #[test]

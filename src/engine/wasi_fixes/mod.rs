@@ -27,7 +27,10 @@ mod path;
 mod poll;
 
 use descriptors::Descriptors;
-use fd::{close, fd_stat_from_host, fdstat_fixed, not_a_preopen, readdir_with_inodes, renumber};
+use fd::{
+    close, fd_stat_from_host, fd_times_on_the_file, fdstat_fixed, not_a_preopen,
+    readdir_with_inodes, renumber,
+};
 use path::{
     accept_numbered, link_on_the_host, open_checked, readlink_truncating, refuse_escapes,
     rename_checking_types, set_times_on_the_file, stat_from_host, symlink_checked,
@@ -111,6 +114,7 @@ type Handler = fn(&mut Call<'_>, &[Value]) -> Result<Vec<Value>, RuntimeError>;
 const HANDLERS: &[(&str, Handler)] = &[
     ("fd_fdstat_get", fdstat_fixed),
     ("fd_filestat_get", fd_stat_from_host),
+    ("fd_filestat_set_times", fd_times_on_the_file),
     ("fd_readdir", readdir_with_inodes),
     ("path_filestat_get", stat_from_host),
     ("path_link", link_on_the_host),

@@ -30,7 +30,7 @@ enum { ERR_INVALID_UTF8 = -1, ERR_WRITE_ZERO = -2 };
 static const char USAGE[] =
     "usage: probe args | env | exit N | cat | read PATH | write PATH TEXT | "
     "append PATH TEXT | ls PATH | pwd | mkdir PATH | rm PATH | stat PATH | "
-    "stdout-lines N | stderr TEXT | sleep SECS | spin | read-stdin-line | "
+    "link EXISTING NEW | symlink TARGET PATH | set-mtime PATH SECS | stdout-lines N | stderr TEXT | sleep SECS | spin | read-stdin-line | "
     "alloc-forever | panic";
 
 // ---------------------------------------------------------------------------------------------
@@ -471,6 +471,22 @@ static int cmd_pwd(char **argv) {
 // Not mkdir -p: tests want to see AlreadyExists and missing parents.
 static int cmd_mkdir(char **argv) { return mkdir(argv[2], 0777) == 0 ? 0 : errno; }
 
+static int cmd_link(char **argv) { return link(argv[2], argv[3]) == 0 ? 0 : errno; }
+
+static int cmd_symlink(char **argv) { return symlink(argv[2], argv[3]) == 0 ? 0 : errno; }
+
+// Through the descriptor (futimens), as Rust's File::set_modified does.
+static int cmd_set_mtime(char **argv) {
+    int fd = open(argv[2], O_RDONLY);
+    if (fd < 0)
+        return errno;
+    struct timespec times[2] = {{0, UTIME_OMIT}, {(time_t)arg_u64(argv[3]), 0}};
+    int failed = futimens(fd, times);
+    int err = errno;
+    close(fd);
+    return failed ? err : 0;
+}
+
 // lstat so that a symlink to a directory is removed as a link, not followed.
 static int cmd_rm(char **argv) {
     struct stat st;
@@ -622,6 +638,9 @@ static const struct command COMMANDS[] = {
     {"pwd", 0, cmd_pwd},
     {"mkdir", 1, cmd_mkdir},
     {"rm", 1, cmd_rm},
+    {"link", 2, cmd_link},
+    {"symlink", 2, cmd_symlink},
+    {"set-mtime", 2, cmd_set_mtime},
     {"stat", 1, cmd_stat},
     {"stdout-lines", 1, cmd_stdout_lines},
     {"stderr", 1, cmd_stderr},

@@ -40,6 +40,11 @@ fn main() {
         // Not create_dir_all: tests want to see AlreadyExists and missing parents.
         ("mkdir", [path]) => fs::create_dir(path),
         ("rm", [path]) => rm(path),
+        ("link", [existing, new]) => fs::hard_link(existing, new),
+        ("symlink", [target, path]) => symlink(target, path),
+        ("set-mtime", [path, secs]) => fs::File::open(path).and_then(|f| {
+            f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(parse(secs)))
+        }),
         ("stat", [path]) => stat(path),
         ("stdout-lines", [n]) => stdout_lines(parse(n)),
         ("stderr", [text]) => {
@@ -81,7 +86,7 @@ fn usage() -> ! {
     eprintln!(
         "usage: probe args | env | exit N | cat | read PATH | write PATH TEXT | \
          append PATH TEXT | ls PATH | pwd | mkdir PATH | rm PATH | stat PATH | \
-         stdout-lines N | stderr TEXT | sleep SECS | spin | read-stdin-line | \
+         link EXISTING NEW | symlink TARGET PATH | set-mtime PATH SECS | stdout-lines N | stderr TEXT | sleep SECS | spin | read-stdin-line | \
          alloc-forever | panic"
     );
     exit(2);
@@ -147,6 +152,44 @@ fn rm(path: &str) -> io::Result<()> {
         fs::remove_dir(path)
     } else {
         fs::remove_file(path)
+    }
+}
+
+/// Creates the symlink `path` -> `target` (the text as given). std's `symlink_path` is
+/// unstable on WASI, so this is WASI's `path_symlink` under the link's directory, opened as
+/// std opens a directory (with its path rights).
+fn symlink(target: &str, path: &str) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    use std::path::Path;
+
+    #[link(wasm_import_module = "wasi_snapshot_preview1")]
+    extern "C" {
+        fn path_symlink(old: *const u8, old_len: usize, fd: i32, new: *const u8, new_len: usize)
+            -> u16;
+    }
+    let path = Path::new(path);
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?
+        .as_encoded_bytes();
+    let dir = fs::File::open(dir)?;
+    // SAFETY: both buffers outlive the call, which only reads them.
+    let errno = unsafe {
+        path_symlink(
+            target.as_ptr(),
+            target.len(),
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            name.len(),
+        )
+    };
+    match errno {
+        0 => Ok(()),
+        e => Err(io::Error::from_raw_os_error(i32::from(e))),
     }
 }
 
