@@ -117,15 +117,8 @@ pub(super) fn set_times_on_the_file(
     let (Some(dir), Some(memory)) = (call.descriptors()?.host(fd), call.memory()?) else {
         return call.original("path_filestat_set_times", args);
     };
-    match call.fdstat(fd)? {
-        Some(Ok(info)) if info.filetype != FILETYPE_DIRECTORY => {
-            return Ok(vec![errno(Errno::Notdir)])
-        }
-        Some(Ok(info)) if info.base & Rights::PATH_FILESTAT_SET_TIMES.bits() == 0 => {
-            return Ok(vec![errno(Errno::Notcapable)])
-        }
-        Some(Err(e)) => return Ok(vec![errno(e)]),
-        _ => {}
+    if let Some(e) = refuse_without(call, fd, Rights::PATH_FILESTAT_SET_TIMES)? {
+        return Ok(vec![errno(e)]);
     }
     let times = match host::times(atim, mtim, fstflags) {
         Ok(times) => times,
@@ -137,6 +130,22 @@ pub(super) fn set_times_on_the_file(
     }
     let follow = flags & LOOKUP_SYMLINK_FOLLOW != 0;
     Ok(vec![errno(host::set_times_at(&dir, &path, follow, times))])
+}
+
+/// The errno for a path call under `fd` that needs `right`, as wasmer would check before the
+/// call: NOTDIR for a descriptor that is not a directory, NOTCAPABLE without the right, the
+/// error of `fd_fdstat_get` (BADF); None when the call may go on.
+fn refuse_without(
+    call: &mut Call<'_>,
+    fd: u32,
+    right: Rights,
+) -> Result<Option<Errno>, RuntimeError> {
+    Ok(match call.fdstat(fd)? {
+        Some(Ok(info)) if info.filetype != FILETYPE_DIRECTORY => Some(Errno::Notdir),
+        Some(Ok(info)) if info.base & right.bits() == 0 => Some(Errno::Notcapable),
+        Some(Err(e)) => Some(e),
+        _ => None,
+    })
 }
 
 /// `path_filestat_get(fd, flags, path, path_len, buf)`: the stat is the kernel's
@@ -191,15 +200,8 @@ pub(super) fn link_on_the_host(
         (old_fd, Rights::PATH_LINK_SOURCE),
         (new_fd, Rights::PATH_LINK_TARGET),
     ] {
-        match call.fdstat(fd)? {
-            Some(Ok(info)) if info.filetype != FILETYPE_DIRECTORY => {
-                return Ok(vec![errno(Errno::Notdir)])
-            }
-            Some(Ok(info)) if info.base & right.bits() == 0 => {
-                return Ok(vec![errno(Errno::Notcapable)])
-            }
-            Some(Err(e)) => return Ok(vec![errno(e)]),
-            _ => {}
+        if let Some(e) = refuse_without(call, fd, right)? {
+            return Ok(vec![errno(e)]);
         }
     }
     let view = call.view(&memory);
