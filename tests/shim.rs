@@ -783,6 +783,65 @@ const UNLINK_DIRECTORY_WAT: &str = r#"(module
     (if (call $rmdir (i32.const 4) (i32.const 16) (i32.const 1)) (then (call $exit (i32.const 100))))
     (call $exit (global.get $e))))"#;
 
+/// Opens "." under the root (fd 4) as a new directory descriptor and renumbers it over the
+/// root preopen; exits with the errno of `fd_fdstat_get` on the old number (100-102 when the
+/// open, the renumber, or the stat of fd 4 fails). wasmer alone refuses to replace a preopen.
+const RENUMBER_OVER_A_PREOPEN_WAT: &str = r#"(module
+  (import "wasi_snapshot_preview1" "path_open" (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_renumber" (func $renumber (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_fdstat_get" (func $stat (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) ".")
+  (func (export "_start")
+    (if (call $open (i32.const 4) (i32.const 0) (i32.const 16) (i32.const 1) (i32.const 2)
+          (i64.const 0) (i64.const 0) (i32.const 0) (i32.const 64))
+      (then (call $exit (i32.const 102))))
+    (if (call $renumber (i32.load (i32.const 64)) (i32.const 4)) (then (call $exit (i32.const 100))))
+    (if (call $stat (i32.const 4) (i32.const 128)) (then (call $exit (i32.const 101))))
+    (call $exit (call $stat (i32.load (i32.const 64)) (i32.const 128)))))"#;
+
+/// Creates and opens the directory "d" under the root (all rights but FD_WRITE, which a
+/// directory cannot have), then exits with the errno of opening "../app.wasm" under it: ".."
+/// above a directory the guest opened (100-101 when the set-up fails).
+const DOTDOT_ABOVE_AN_OPENED_DIRECTORY_WAT: &str = r#"(module
+  (import "wasi_snapshot_preview1" "path_create_directory" (func $mkdir (param i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "path_open" (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "d")
+  (data (i32.const 32) "../app.wasm")
+  (func (export "_start")
+    (if (call $mkdir (i32.const 4) (i32.const 16) (i32.const 1)) (then (call $exit (i32.const 100))))
+    (if (call $open (i32.const 4) (i32.const 0) (i32.const 16) (i32.const 1) (i32.const 2)
+          (i64.const -65) (i64.const -1) (i32.const 0) (i32.const 64))
+      (then (call $exit (i32.const 101))))
+    (call $exit (call $open (i32.load (i32.const 64)) (i32.const 0) (i32.const 32) (i32.const 11)
+      (i32.const 0) (i64.const 0) (i64.const 0) (i32.const 0) (i32.const 68)))))"#;
+
+/// Links "hard" to /app.wasm under the root, then compares the two names' `path_filestat_get`:
+/// exits 0 when they have one inode and a link count of 2, 1 when not (100-102 when a call
+/// fails). wasmer alone made the link in memory, with an inode number hashed from each path.
+const HARD_LINK_SHARES_AN_INODE_WAT: &str = r#"(module
+  (import "wasi_snapshot_preview1" "path_link" (func $link (param i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "path_filestat_get" (func $lstat (param i32 i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "app.wasm")
+  (data (i32.const 32) "hard")
+  (func (export "_start")
+    (if (call $link (i32.const 4) (i32.const 0) (i32.const 16) (i32.const 8) (i32.const 4) (i32.const 32) (i32.const 4))
+      (then (call $exit (i32.const 100))))
+    (if (call $lstat (i32.const 4) (i32.const 0) (i32.const 16) (i32.const 8) (i32.const 128))
+      (then (call $exit (i32.const 101))))
+    (if (call $lstat (i32.const 4) (i32.const 0) (i32.const 32) (i32.const 4) (i32.const 192))
+      (then (call $exit (i32.const 102))))
+    ;; filestat: ino at 8, nlink at 24
+    (if (i32.or (i64.ne (i64.load (i32.const 136)) (i64.load (i32.const 200)))
+                (i64.ne (i64.load (i32.const 216)) (i64.const 2)))
+      (then (call $exit (i32.const 1))))
+    (call $exit (i32.const 0))))"#;
+
 #[tokio::test]
 async fn wasi_calls_answer_the_errno_wasi_specifies() {
     use wasmer_wasix::types::wasi::Errno;
@@ -810,6 +869,14 @@ async fn wasi_calls_answer_the_errno_wasi_specifies() {
         ("unlinkdir", UNLINK_DIRECTORY_WAT, Errno::Isdir),
         ("symlinkabs", SYMLINK_ABSOLUTE_TARGET_WAT, Errno::Perm),
         ("readdir", READDIR_INODES_WAT, Errno::Success),
+        ("renumberpre", RENUMBER_OVER_A_PREOPEN_WAT, Errno::Badf),
+        ("dotdot", DOTDOT_ABOVE_AN_OPENED_DIRECTORY_WAT, Errno::Perm),
+        (
+            "dotdotroot",
+            &path_open(4, "../app.wasm", 0),
+            Errno::Success,
+        ),
+        ("hardlink", HARD_LINK_SHARES_AN_INODE_WAT, Errno::Success),
     ];
     for (id, source, errno) in cases {
         let bundle = shim.bundle(id, &wat::parse_str(source).unwrap(), &["/app.wasm"]);
