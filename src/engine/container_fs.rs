@@ -17,6 +17,8 @@ use wasmer_wasix::virtual_fs::{
     ReadDir, VirtualFile,
 };
 
+use super::host_file::HostFile;
+
 type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 #[derive(Debug)]
@@ -132,20 +134,31 @@ impl FileSystem for ContainerFs {
 }
 
 impl FileOpener for ContainerFs {
+    /// Opens as virtual-fs's host file system does (append ignored with truncate, see
+    /// [`without_append`]), but hands out a [`HostFile`], whose writes are done when they
+    /// return.
     fn open(
         &self,
         path: &Path,
         conf: &OpenOptionsConfig,
     ) -> virtual_fs::Result<Box<dyn VirtualFile + Send + Sync + 'static>> {
-        let result = self
-            .inner
-            .new_open_options()
-            .options(without_append(conf))
-            .open(path);
-        if wants_write(conf) {
-            writing(path, result)
+        let conf = without_append(conf);
+        let host_path = in_root(path);
+        let opened = std::fs::OpenOptions::new()
+            .read(conf.read)
+            .write(conf.write)
+            .create(conf.create)
+            .create_new(conf.create_new)
+            .truncate(conf.truncate)
+            .open(&host_path)
+            .map_err(FsError::from)
+            .map(|file| {
+                Box::new(HostFile::new(file, host_path)) as Box<dyn VirtualFile + Send + Sync>
+            });
+        if wants_write(&conf) {
+            writing(path, opened)
         } else {
-            result
+            opened
         }
     }
 }

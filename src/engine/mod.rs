@@ -4,6 +4,7 @@
 
 pub mod cache;
 pub mod container_fs;
+pub mod host_file;
 pub mod stdio;
 pub mod wasi_fixes;
 pub mod wasmer;

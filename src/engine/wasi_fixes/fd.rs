@@ -7,8 +7,8 @@ use wasmer_wasix::types::wasi::{Errno, Rights};
 use super::descriptors::Closed;
 use super::host;
 use super::memory::{
-    memory_error, read_bytes, read_u32, read_u64, read_u8, write_host_stat, HostFields,
-    FDSTAT_RIGHTS_BASE, FILETYPE_DIRECTORY,
+    memory_error, read_bytes, read_u32, read_u64, read_u8, write_host_stat, FDSTAT_RIGHTS_BASE,
+    FILETYPE_DIRECTORY,
 };
 use super::{errno, errno_of, i32_arg, i64_arg, Call};
 
@@ -90,9 +90,10 @@ pub(super) fn fdstat_fixed(
     Ok(results)
 }
 
-/// `fd_filestat_get(fd, buf)`: the device, inode and link count are the kernel's (fstat(2) of
-/// the descriptor's host `O_PATH` descriptor), for the reasons at `path::stat_from_host`;
-/// stdio and descriptors the table does not know on the host keep wasmer's.
+/// `fd_filestat_get(fd, buf)`: the stat is the kernel's (fstat(2) of the descriptor's host
+/// descriptor), for the reasons at `path::stat_from_host`; stdio and descriptors the table
+/// does not know on the host keep wasmer's. (Writes are done when `fd_write` returns, see
+/// `engine::host_file`, so size and times are current.)
 pub(super) fn fd_stat_from_host(
     call: &mut Call<'_>,
     args: &[Value],
@@ -104,16 +105,15 @@ pub(super) fn fd_stat_from_host(
     let (fd, buf) = (i32_arg(args, 0)?, i32_arg(args, 1)? as u64);
     let stat = call.descriptors()?.host(fd).and_then(|h| host::stat(&h));
     if let (Some(stat), Some(memory)) = (stat, call.memory()?) {
-        write_host_stat(&call.view(&memory), buf, &stat, HostFields::Identity)?;
+        write_host_stat(&call.view(&memory), buf, &stat)?;
     }
     Ok(results)
 }
 
 /// `fd_filestat_set_times(fd, atim, mtim, fstflags)`: wasmer's checks the rights and flags
-/// and records the times in its own stat, but its host file's `set_times` (virtual-fs
-/// host_fs.rs) reads the nanoseconds as seconds and its error is dropped, so nothing changed
-/// on disk. After wasmer's answer, the times are set through the descriptor's host descriptor
-/// (see `host::set_times`), and the kernel's refusal, if any, is the answer.
+/// and records the times in its own stat; for a directory that is all, and for a file its
+/// error is dropped. After wasmer's answer, the times are set through the descriptor's host
+/// descriptor (see `host::set_times`), and the kernel's refusal, if any, is the answer.
 pub(super) fn fd_times_on_the_file(
     call: &mut Call<'_>,
     args: &[Value],

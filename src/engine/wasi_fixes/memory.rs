@@ -45,30 +45,13 @@ fn host_fields(stat: &FileStat) -> [(u64, u64); 7] {
     ]
 }
 
-/// Which of a host stat's fields to write over wasmer's.
-#[derive(Clone, Copy, PartialEq)]
-pub(super) enum HostFields {
-    /// All of them.
-    All,
-    /// dev, ino and nlink only: what names the file. Size and times of an open descriptor
-    /// stay wasmer's, because wasmer's writes to a host file complete in the background
-    /// (virtual-fs's host file is a tokio file), so the kernel may not have them yet.
-    Identity,
-}
-
 /// Overwrites the `filestat` wasmer wrote at `buf` with what the host's `stat` says.
 pub(super) fn write_host_stat(
     view: &MemoryView,
     buf: u64,
     stat: &FileStat,
-    which: HostFields,
 ) -> Result<(), RuntimeError> {
-    let fields = host_fields(stat);
-    let count = match which {
-        HostFields::All => fields.len(),
-        HostFields::Identity => 3,
-    };
-    for (at, value) in fields.into_iter().take(count) {
+    for (at, value) in host_fields(stat) {
         view.write(buf + at, &value.to_le_bytes())
             .map_err(memory_error)?;
     }

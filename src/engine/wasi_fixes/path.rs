@@ -8,8 +8,7 @@ use wasmer_wasix::types::wasi::{Errno, Rights};
 
 use super::host;
 use super::memory::{
-    memory_error, read_bytes, read_u32, write_host_stat, HostFields, FILESTAT_SIZE,
-    FILETYPE_DIRECTORY,
+    memory_error, read_bytes, read_u32, write_host_stat, FILESTAT_SIZE, FILETYPE_DIRECTORY,
 };
 use super::{errno, errno_of, i32_arg, i64_arg, Call, FILE_ONLY_RIGHTS};
 
@@ -172,7 +171,7 @@ pub(super) fn stat_from_host(
     };
     let path = read_bytes(&call.view(&memory), path, len)?;
     if let Some(stat) = host::stat_at(&dir, &path, flags & LOOKUP_SYMLINK_FOLLOW != 0) {
-        write_host_stat(&call.view(&memory), buf, &stat, HostFields::All)?;
+        write_host_stat(&call.view(&memory), buf, &stat)?;
     }
     Ok(results)
 }
