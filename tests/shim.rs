@@ -893,6 +893,38 @@ async fn wasi_calls_answer_the_errno_wasi_specifies() {
     shim.stop().await;
 }
 
+/// A WASIX module: duplicates stdout with WASIX's `fd_dup`, then writes through the new
+/// descriptor with WASI's `fd_write` (exits 100 if the dup fails, else with the write's errno).
+const WASIX_DUP_WAT: &str = r#"(module
+  (import "wasix_32v1" "fd_dup" (func $dup (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "\40\00\00\00\0f\00\00\00")
+  (data (i32.const 64) "hello from dup\n")
+  (func (export "_start")
+    (if (call $dup (i32.const 1) (i32.const 8)) (then (call $exit (i32.const 100))))
+    (call $exit (call $write (i32.load (i32.const 8)) (i32.const 16) (i32.const 1) (i32.const 12)))))"#;
+
+#[tokio::test]
+async fn a_wasix_module_uses_the_descriptors_wasix_calls_make() {
+    // WASIX calls make descriptors the shim's table does not see; for a WASIX module guest
+    // numbers stay wasmer's, so a descriptor from fd_dup works in WASI calls.
+    let shim = ShimUnderTest::start().await;
+    let id = "wasixdup";
+    let bundle = shim.bundle(id, &wat::parse_str(WASIX_DUP_WAT).unwrap(), &["/app.wasm"]);
+    let (out, err) = shim.outputs(id);
+    shim.create(id, &bundle, &out.path, &err.path)
+        .await
+        .unwrap();
+    shim.start_task(id).await.unwrap();
+    assert_eq!(shim.wait(id).await.exit_status, 0);
+    assert_eq!(out.finish(), "hello from dup\n");
+    err.finish();
+    shim.delete(id).await.unwrap();
+    shim.stop().await;
+}
+
 /// The repository, as `cargo test` says at run time: a test binary reused from another
 /// checkout of the same sources (one shared target directory) must still read this one's files.
 fn repo_dir() -> std::path::PathBuf {
