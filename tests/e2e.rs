@@ -86,9 +86,15 @@ fn probe_image() -> &'static str {
 }
 
 fn opts(id: &str, args: &[&str]) -> RunOpts {
-    let mut o = RunOpts::new(probe_image(), id);
-    o.namespace = NS.into();
+    let mut o = image_opts(probe_image(), id);
     o.args = args.iter().map(|s| s.to_string()).collect();
+    o
+}
+
+/// A run of `image` in the tests' namespace.
+fn image_opts(image: &str, id: &str) -> RunOpts {
+    let mut o = RunOpts::new(image, id);
+    o.namespace = NS.into();
     o
 }
 
@@ -109,9 +115,7 @@ fn hello_prints_and_exits_zero() {
     let module = guests_dir().join("hello.wasm");
     let name = image("docker.io/library/e2e-hello:latest", &module, &[]);
     let id = unique_id("hello");
-    let mut o = RunOpts::new(&name, &id);
-    o.namespace = NS.into();
-    let r = run(o);
+    let r = run(image_opts(&name, &id));
     r.assert_code(0);
     assert_eq!(r.stdout_str(), "hello from wasm\n", "{r}");
 }
@@ -413,9 +417,7 @@ fn a_trap_gives_134_and_says_why_on_stderr() {
     let wat = repo_dir().join("tests/guests/wat/trap.wat");
     let name = image("docker.io/library/e2e-trap:latest", &wat, &[]);
     let id = unique_id("trap");
-    let mut o = RunOpts::new(&name, &id);
-    o.namespace = NS.into();
-    let r = run(o);
+    let r = run(image_opts(&name, &id));
     r.assert_code(134);
     let first = r
         .stderr_str()
@@ -442,9 +444,7 @@ fn a_module_without_start_is_refused_with_126() {
     let wat = repo_dir().join("tests/guests/wat/no-start.wat");
     let name = image("docker.io/library/e2e-nostart:latest", &wat, &[]);
     let id = unique_id("nostart");
-    let mut o = RunOpts::new(&name, &id);
-    o.namespace = NS.into();
-    let r = run(o);
+    let r = run(image_opts(&name, &id));
     r.assert_code(126);
     assert!(r.stderr_str().contains("_start"), "{r}");
 }
@@ -530,9 +530,7 @@ fn a_second_run_of_a_module_loads_it_from_the_cache() {
     let digest = sha256_hex(&wat::parse_file(&module).unwrap());
     let name = image(&format!("docker.io/library/e2e-{id}:latest"), &module, &[]);
     for round in 0..2 {
-        let mut o = RunOpts::new(&name, &format!("{id}-{round}"));
-        o.namespace = NS.into();
-        let r = run(o);
+        let r = run(image_opts(&name, &format!("{id}-{round}")));
         r.assert_code(0);
         assert_eq!(r.stdout_str(), format!("cached {id}\n"));
     }
@@ -561,9 +559,7 @@ fn a_corrupt_cache_entry_is_discarded_and_rebuilt() {
     let digest = sha256_hex(&wat::parse_file(&module).unwrap());
     let name = image(&format!("docker.io/library/e2e-{id}:latest"), &module, &[]);
     let run_once = |round: usize| {
-        let mut o = RunOpts::new(&name, &format!("{id}-{round}"));
-        o.namespace = NS.into();
-        let r = run(o);
+        let r = run(image_opts(&name, &format!("{id}-{round}")));
         r.assert_code(0);
         assert_eq!(r.stdout_str(), format!("cached {id}\n"), "round {round}");
     };
@@ -771,9 +767,7 @@ fn start_answers_while_a_big_module_compiles_and_kill_ends_the_compile() {
     let module = work_dir().join(format!("{id}.wat"));
     std::fs::write(&module, big_module_wat(&id, 150_000)).unwrap();
     let name = image(&format!("docker.io/library/e2e-{id}:latest"), &module, &[]);
-    let mut o = RunOpts::new(&name, &id);
-    o.namespace = NS.into();
-    let mut running = containerd().spawn_run(o);
+    let mut running = containerd().spawn_run(image_opts(&name, &id));
     assert!(
         running.wait_running(Duration::from_secs(30)),
         "never RUNNING"

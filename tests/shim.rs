@@ -197,6 +197,20 @@ impl ShimUnderTest {
         self.events.0.lock().unwrap().clone()
     }
 
+    /// Runs `module` as `/app.wasm` from create to delete: its exit status, stdout, stderr.
+    async fn run_to_exit(&self, id: &str, module: &[u8]) -> (u32, String, String) {
+        let bundle = self.bundle(id, module, &["/app.wasm"]);
+        let (out, err) = self.outputs(id);
+        self.create(id, &bundle, &out.path, &err.path)
+            .await
+            .unwrap();
+        self.start_task(id).await.unwrap();
+        let status = self.wait(id).await.exit_status;
+        let (out, err) = (out.finish(), err.finish());
+        self.delete(id).await.unwrap();
+        (status, out, err)
+    }
+
     /// Two output FIFOs with readers collecting what the guest writes.
     fn outputs(&self, id: &str) -> (Output, Output) {
         (
@@ -399,20 +413,12 @@ async fn proc_exit_code_and_trap_are_reported() {
         ("trap", wat("trap.wat"), 134, "wasm trap: "),
     ];
     for (id, module, status, stderr) in cases {
-        let bundle = shim.bundle(id, &module, &["/app.wasm"]);
-        let (out, err) = shim.outputs(id);
-        shim.create(id, &bundle, &out.path, &err.path)
-            .await
-            .unwrap();
-        shim.start_task(id).await.unwrap();
-        assert_eq!(shim.wait(id).await.exit_status, status, "{id}");
-        let err_text = err.finish();
+        let (exit_status, _, err_text) = shim.run_to_exit(id, &module).await;
+        assert_eq!(exit_status, status, "{id}");
         assert!(err_text.starts_with(stderr), "{id} stderr: {err_text:?}");
         if id == "trap" {
             assert!(err_text.contains("unreachable"), "{err_text}");
         }
-        out.finish();
-        shim.delete(id).await.unwrap();
     }
     shim.stop().await;
 }
@@ -879,16 +885,8 @@ async fn wasi_calls_answer_the_errno_wasi_specifies() {
         ("hardlink", HARD_LINK_SHARES_AN_INODE_WAT, Errno::Success),
     ];
     for (id, source, errno) in cases {
-        let bundle = shim.bundle(id, &wat::parse_str(source).unwrap(), &["/app.wasm"]);
-        let (out, err) = shim.outputs(id);
-        shim.create(id, &bundle, &out.path, &err.path)
-            .await
-            .unwrap();
-        shim.start_task(id).await.unwrap();
-        assert_eq!(shim.wait(id).await.exit_status, errno as u32, "{id}");
-        out.finish();
-        err.finish();
-        shim.delete(id).await.unwrap();
+        let module = wat::parse_str(source).unwrap();
+        assert_eq!(shim.run_to_exit(id, &module).await.0, errno as u32, "{id}");
     }
     shim.stop().await;
 }
@@ -911,17 +909,10 @@ async fn a_wasix_module_uses_the_descriptors_wasix_calls_make() {
     // WASIX calls make descriptors the shim's table does not see; for a WASIX module guest
     // numbers stay wasmer's, so a descriptor from fd_dup works in WASI calls.
     let shim = ShimUnderTest::start().await;
-    let id = "wasixdup";
-    let bundle = shim.bundle(id, &wat::parse_str(WASIX_DUP_WAT).unwrap(), &["/app.wasm"]);
-    let (out, err) = shim.outputs(id);
-    shim.create(id, &bundle, &out.path, &err.path)
-        .await
-        .unwrap();
-    shim.start_task(id).await.unwrap();
-    assert_eq!(shim.wait(id).await.exit_status, 0);
-    assert_eq!(out.finish(), "hello from dup\n");
-    err.finish();
-    shim.delete(id).await.unwrap();
+    let module = wat::parse_str(WASIX_DUP_WAT).unwrap();
+    let (status, out, _) = shim.run_to_exit("wasixdup", &module).await;
+    assert_eq!(status, 0);
+    assert_eq!(out, "hello from dup\n");
     shim.stop().await;
 }
 

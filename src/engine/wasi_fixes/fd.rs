@@ -139,11 +139,12 @@ pub(super) fn fd_times_on_the_file(
 /// `fd_readdir(fd, buf, buf_len, cookie, bufused)`: wasmer's (syscalls/wasi/fd_readdir.rs)
 /// writes d_ino 0 for every entry it reads from the host directory and for "." and ".." (its
 /// own TODO). An entry's d_ino is the inode of what the name refers to without following it,
-/// so each entry written whole in `buf` with d_ino 0 gets the st_ino wasmer itself reports for
-/// it: "." the directory's own (`fd_filestat_get(fd)`), any other name that of
-/// `path_filestat_get(fd, 0, name)` — what a guest compares d_ino with. ".." keeps 0: its
-/// inode lies outside the descriptor. An entry stays 0 when the descriptor lacks the right to
-/// ask (FD_FILESTAT_GET, PATH_FILESTAT_GET) or the name no longer resolves.
+/// so each entry written whole in `buf` with d_ino 0 gets the st_ino the guest is told
+/// elsewhere: "." the directory's own (as `fd_filestat_get(fd)`), any other name that of
+/// `path_filestat_get(fd, 0, name)` — the kernel's when the directory is known on the host
+/// (see `Call::inode`), else wasmer's. ".." keeps 0: its inode lies outside the descriptor.
+/// An entry stays 0 when neither can say (wasmer needs FD_FILESTAT_GET / PATH_FILESTAT_GET)
+/// or the name no longer resolves.
 pub(super) fn readdir_with_inodes(
     call: &mut Call<'_>,
     args: &[Value],

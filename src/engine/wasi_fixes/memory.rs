@@ -149,19 +149,31 @@ impl Call<'_> {
         field: fn(&MemoryView, u64) -> Result<T, RuntimeError>,
     ) -> Result<Option<T>, RuntimeError> {
         let value = self.with_scratch(FILESTAT_SIZE, |call, memory, at| {
-            let args = [
-                Value::I32(fd as i32),
-                Value::I32(0),
-                Value::I32(path as i32),
-                Value::I32(len as i32),
-                Value::I32(at as i32),
-            ];
-            if call.original_errno("path_filestat_get", &args)? != Errno::Success {
+            if call.lstat_into(fd, path, len, at)? != Errno::Success {
                 return Ok(None);
             }
             field(&call.view(memory), at).map(Some)
         })?;
         Ok(value.flatten())
+    }
+
+    /// wasmer's `path_filestat_get(fd, 0, path)` (a final symlink not followed), `path` being
+    /// `len` bytes of guest memory, its filestat written at `at`: its errno.
+    pub(super) fn lstat_into(
+        &mut self,
+        fd: u32,
+        path: u64,
+        len: u64,
+        at: u64,
+    ) -> Result<Errno, RuntimeError> {
+        let args = [
+            Value::I32(fd as i32),
+            Value::I32(0),
+            Value::I32(path as i32),
+            Value::I32(len as i32),
+            Value::I32(at as i32),
+        ];
+        self.original_errno("path_filestat_get", &args)
     }
 
     /// Runs `f` with `len` bytes of guest memory it may overwrite, at the top of the memory,

@@ -420,14 +420,7 @@ pub(super) fn symlink_checked(
         return call.original("path_symlink", args);
     }
     let exists = call.with_scratch(FILESTAT_SIZE, |call, _, at| {
-        let stat = [
-            Value::I32(fd as i32),
-            Value::I32(0),
-            Value::I32(new_path as i32),
-            Value::I32(trimmed as i32),
-            Value::I32(at as i32),
-        ];
-        call.original_errno("path_filestat_get", &stat)
+        call.lstat_into(fd, new_path, trimmed as u64, at)
     })?;
     Ok(vec![errno(match exists {
         Some(Errno::Success) => Errno::Exist,
