@@ -318,6 +318,17 @@ fn times_a_guest_sets_reach_the_file() {
 }
 
 #[test]
+fn a_failing_write_fails_in_the_guest() {
+    // /dev/full refuses every write with ENOSPC. The write must fail when it is made, as for a
+    // native process; a write finished later in the background lost the error. (The guest
+    // sees EIO: wasmer-wasix's `From<io::Error> for Errno` has no arm for ENOSPC.)
+    let id = unique_id("full");
+    let r = run(opts(&id, &["/probe.wasm", "write", "/dev/full", "x"]));
+    r.assert_code(1);
+    assert!(r.stderr_str().starts_with("error: "), "{r}");
+}
+
+#[test]
 fn dotdot_from_the_working_directory_goes_up_as_on_linux() {
     // The working directory is a preopen (WASI has no cwd); ".." under it reaches the rest of
     // the container as in any Linux process, unlike ".." above a directory the guest opened.
