@@ -39,6 +39,15 @@ pub struct OpenedConsole {
 /// Creates the terminal and starts copying: stdin FIFO → terminal, terminal → stdout.
 pub fn open(stdin: &str, stdout: &str) -> Result<OpenedConsole> {
     let pty = openpty(None, None).context(|| "create a pseudo-terminal".into())?;
+    // openpty(3) makes both ends inheritable: the master must never reach a guest (this or a
+    // later one), and the slave reaches this guest only through the dup2 at spawn.
+    for fd in [&pty.master, &pty.slave] {
+        nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )
+        .context(|| "make the pseudo-terminal close-on-exec".into())?;
+    }
     let master = File::from(pty.master);
     let output = File::from(stdio::open_output(stdout)?);
     let (done_tx, output_done) = oneshot::channel();

@@ -4,7 +4,10 @@
 //! `service` (one method per RPC) -> `container` (state machine) -> `guest` (one OS process
 //! per container process) -> `engine` (wasmer). `spec` turns the OCI spec into a run plan,
 //! `rootfs` and `stdio` open what containerd hands over, `events` publishes off the RPC path.
+//! `confine` decides (in the shim) and applies (in the guest) the container's confinement;
+//! `module` hands the module's bytes and its compiled-cache entry to the guest.
 
+pub mod confine;
 pub mod console;
 pub mod container;
 pub mod engine;
@@ -12,6 +15,7 @@ pub mod error;
 pub mod events;
 pub mod guest;
 pub mod logger;
+pub mod module;
 pub mod rootfs;
 pub mod service;
 pub mod shim;

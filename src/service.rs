@@ -3,7 +3,7 @@
 //! translates ttrpc calls to these methods.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,11 +16,13 @@ use log::{debug, info, warn};
 use tokio::sync::Mutex;
 
 use crate::container::{send_signal, Container, ExitInfo, Process, StdioPaths};
+use crate::engine::cache::ModuleCache;
+use crate::engine::wasmer::engine_key;
 use crate::error::{Error, IoContext, Result};
 use crate::events::{timestamp, Events};
 use crate::guest::{GuestFds, GuestProcess};
-use crate::spec::RunPlan;
-use crate::{console, rootfs, spec, stdio};
+use crate::spec::{CacheUse, RunPlan};
+use crate::{console, module, rootfs, spec, stdio};
 
 /// Where compiled modules are cached unless `CONTAINERD_SHIM_WASM_CACHE_DIR` says otherwise.
 pub const DEFAULT_CACHE_DIR: &str = "/var/lib/containerd-shim-wasm/cache";
@@ -40,7 +42,9 @@ pub struct Service {
     containers: Mutex<HashMap<String, Container>>,
     events: Events,
     exit: Arc<ExitSignal>,
-    cache_dir: PathBuf,
+    /// The compiled-module cache; `None` if its directory cannot be used (modules then
+    /// compile at every start).
+    cache: Option<ModuleCache>,
 }
 
 impl Service {
@@ -48,11 +52,14 @@ impl Service {
         let cache_dir = std::env::var_os(CACHE_DIR_ENV)
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_CACHE_DIR));
+        let cache = ModuleCache::open(&cache_dir, &engine_key())
+            .map_err(|e| warn!("module cache disabled: {e}"))
+            .ok();
         Service {
             containers: Mutex::new(HashMap::new()),
             events,
             exit,
-            cache_dir,
+            cache,
         }
     }
 
@@ -101,9 +108,12 @@ impl Service {
         bundle: &Path,
         rootfs: &Path,
     ) -> Result<Process> {
-        let plan = spec::plan(&req.id, spec, rootfs, &self.cache_dir)?;
-        let module_host = rootfs::host_path(rootfs, &plan.module);
-        let module = File::open(&module_host).with_path("open the module", &plan.module)?;
+        let mut plan = spec::plan(&req.id, spec, rootfs)?;
+        let handoff = module::hand_off(rootfs, &plan.module, self.cache.as_ref())?;
+        plan.cache = CacheUse {
+            entry: handoff.cache_entry.is_some(),
+            store: handoff.artifact_out.is_some(),
+        };
         let log = open_log(bundle)?;
         let stdio = StdioPaths {
             stdin: req.stdin.clone(),
@@ -118,7 +128,9 @@ impl Service {
                 stdout: opened.stdout,
                 stderr: opened.stderr,
                 log,
-                module,
+                module: handoff.module,
+                cache_entry: handoff.cache_entry,
+                artifact_out: handoff.artifact_out,
                 terminal: false,
             };
             let guest = spawn_guest(plan, fds, bundle).await?;
@@ -135,7 +147,9 @@ impl Service {
             stdout: slave("stdout")?,
             stderr: tty.slave,
             log,
-            module,
+            module: handoff.module,
+            cache_entry: handoff.cache_entry,
+            artifact_out: handoff.artifact_out,
             terminal: true,
         };
         let guest = spawn_guest(plan, fds, bundle).await?;

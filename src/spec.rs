@@ -9,6 +9,7 @@ use std::path::{Component, Path, PathBuf};
 use oci_spec::runtime::{Mount, Spec};
 use serde::{Deserialize, Serialize};
 
+use crate::confine::{self, Confinement};
 use crate::error::{Error, Result};
 use crate::rootfs;
 
@@ -37,8 +38,20 @@ pub struct RunPlan {
     pub cwd: PathBuf,
     /// The spec's mounts that the guest gets, in spec order.
     pub mounts: Vec<MountPlan>,
-    /// Where compiled modules are kept on the host.
-    pub cache_dir: PathBuf,
+    /// Namespaces, identity, capabilities, rlimits, seccomp, masked paths.
+    pub confinement: Confinement,
+    /// Which cache descriptors the shim hands the guest (set by the shim at spawn).
+    #[serde(default)]
+    pub cache: CacheUse,
+}
+
+/// The guest's part in the compiled-module cache (see `engine::cache`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct CacheUse {
+    /// The shim opened an entry for the module's digest.
+    pub entry: bool,
+    /// The shim reads back an artifact the guest compiles.
+    pub store: bool,
 }
 
 /// One mount of the spec, as the guest process performs it.
@@ -48,6 +61,20 @@ pub struct MountPlan {
     pub destination: PathBuf,
     pub kind: MountKind,
     pub readonly: bool,
+    /// The other per-mount options of the spec.
+    pub attrs: MountAttrs,
+}
+
+/// Mount attributes. Binds and tmpfs mounts are `nosuid,nodev` unless the spec's options
+/// say `suid` or `dev`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct MountAttrs {
+    pub readonly: bool,
+    pub nosuid: bool,
+    pub nodev: bool,
+    pub noexec: bool,
+    /// `private`, `rslave`, `shared`, ... as the spec spells it.
+    pub propagation: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,7 +112,7 @@ pub fn rootfs_path(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
 }
 
 /// Builds the plan for the container's init process from its spec.
-pub fn plan(id: &str, spec: &Spec, rootfs: &Path, cache_dir: &Path) -> Result<RunPlan> {
+pub fn plan(id: &str, spec: &Spec, rootfs: &Path) -> Result<RunPlan> {
     let process = spec
         .process()
         .as_ref()
@@ -115,7 +142,8 @@ pub fn plan(id: &str, spec: &Spec, rootfs: &Path, cache_dir: &Path) -> Result<Ru
         env,
         cwd,
         mounts: plan_mounts(mounts)?,
-        cache_dir: cache_dir.to_path_buf(),
+        confinement: confine::from_spec(spec)?,
+        cache: CacheUse::default(),
     })
 }
 
@@ -309,10 +337,22 @@ fn plan_mount(mount: &Mount) -> Result<Option<MountPlan>> {
             destination.display()
         )));
     };
+    let propagation = options
+        .iter()
+        .find(|o| crate::guest::mounts::propagation_flags(o).is_some())
+        .cloned();
+    let attrs = MountAttrs {
+        readonly,
+        nosuid: !has("suid"),
+        nodev: !has("dev"),
+        noexec: has("noexec"),
+        propagation,
+    };
     Ok(Some(MountPlan {
         destination,
         kind,
         readonly,
+        attrs,
     }))
 }
 
@@ -466,7 +506,7 @@ mod tests {
             "mounts":[{{"destination":"/proc","type":"proc","source":"proc"}},
                       {{"destination":"/dev","type":"tmpfs","source":"tmpfs","options":["nosuid","strictatime","mode=755","size=65536k"]}},
                       {{"destination":"/tmp","type":"tmpfs","source":"tmpfs","options":["size=1m"]}},
-                      {{"destination":"/data","type":"bind","source":"/srv/data","options":["rbind","ro"]}}
+                      {{"destination":"/data","type":"bind","source":"/srv/data","options":["rbind","ro","rprivate"]}}
                       {extra_mounts}]}}"#
         );
         serde_json::from_str(&json).unwrap()
@@ -475,7 +515,7 @@ mod tests {
     #[test]
     fn the_plan_carries_argv_env_cwd_and_mounts_from_the_spec() {
         let dir = rootfs();
-        let plan = plan("c1", &spec_json(""), dir.path(), Path::new("/cache")).unwrap();
+        let plan = plan("c1", &spec_json(""), dir.path()).unwrap();
         assert_eq!(plan.args, vec!["/app/app.wasm", "a b", "--flag"]);
         assert_eq!(plan.env[1], ("K".to_string(), "V=W".to_string()));
         assert_eq!(plan.cwd, Path::new("/app"));
@@ -501,7 +541,14 @@ mod tests {
                     source: "/srv/data".into(),
                     recursive: true
                 },
-                readonly: true
+                readonly: true,
+                attrs: MountAttrs {
+                    readonly: true,
+                    nosuid: true,
+                    nodev: true,
+                    noexec: false,
+                    propagation: Some("rprivate".into())
+                }
             }
         );
     }
@@ -510,10 +557,10 @@ mod tests {
     fn unsupported_or_escaping_mounts_are_refused() {
         let dir = rootfs();
         let nfs = r#",{"destination":"/n","type":"nfs","source":"x"}"#;
-        let err = plan("c", &spec_json(nfs), dir.path(), Path::new("/c")).unwrap_err();
+        let err = plan("c", &spec_json(nfs), dir.path()).unwrap_err();
         assert!(err.to_string().contains("\"nfs\""), "{err}");
         let up = r#",{"destination":"/a/../../x","type":"bind","source":"/tmp"}"#;
-        let err = plan("c", &spec_json(up), dir.path(), Path::new("/c")).unwrap_err();
+        let err = plan("c", &spec_json(up), dir.path()).unwrap_err();
         assert!(err.to_string().contains("'..'"), "{err}");
     }
 }

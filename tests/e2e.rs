@@ -9,18 +9,12 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{containerd, unique_id, BindMount, RunOpts, RunResult};
+use common::{
+    build_image, containerd, guests_dir, parent_pid, unique_id, BindMount, RunOpts, RunResult,
+};
 
-const IMAGE_TOOL: &str = env!("CARGO_BIN_EXE_wasm-image");
 const NS: &str = "wasm-e2e";
 const PROBE_IMAGE: &str = "docker.io/library/e2e-probe:latest";
-
-fn guests_dir() -> PathBuf {
-    PathBuf::from(
-        std::env::var("WASM_SHIM_GUESTS_DIR")
-            .expect("WASM_SHIM_GUESTS_DIR is not set: run the end-to-end tests with `make test`"),
-    )
-}
 
 fn work_dir() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
@@ -29,22 +23,7 @@ fn work_dir() -> &'static Path {
 
 /// Builds an image with `wasm-image` and imports it into the test namespace.
 fn image(name: &str, module: &Path, extra: &[&str]) -> String {
-    let tar = work_dir().join(format!("{}.tar", name.replace(['/', ':'], "_")));
-    let out = Command::new(IMAGE_TOOL)
-        .args(["build", "--module"])
-        .arg(module)
-        .args(["--name", name, "-o"])
-        .arg(&tar)
-        .args(extra)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "wasm-image: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    containerd().import(NS, &tar);
-    name.to_string()
+    build_image(NS, work_dir(), name, module, extra)
 }
 
 /// The probe guest at /probe.wasm and /bin/probe.wasm, with files and oddities beside it.
@@ -730,17 +709,6 @@ fn task_pid(id: &str) -> i32 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("no pid for {id} in:\n{out}"))
-}
-
-fn parent_pid(pid: i32) -> i32 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
-    after_name
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap()
 }
 
 /// `ctr run --detach` without `--rm`: the task stays after it exits, for the test to inspect.

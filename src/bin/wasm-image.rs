@@ -59,6 +59,10 @@ BUILD OPTIONS:
         --symlink LINK:TARGET Add a symlink at LINK whose target is TARGET, written verbatim
                               (split at the first ':'), e.g. /data:/mnt/data or
                               /up:../../etc. Repeatable.
+        --device PATH:TYPE:MAJOR:MINOR
+                              Add a device node at PATH (TYPE c for a character device, b
+                              for a block device), mode 0666, as a hostile or careless image
+                              may carry one; e.g. /dev-null:c:1:3. Repeatable.
         --platform OS/ARCH[/VARIANT]
                               The image's platform. Default: this host's, {host},
                               which a plain `ctr images import` accepts. wasi/wasm is
@@ -208,7 +212,17 @@ struct BuildOptions {
     workdir: Option<String>,
     adds: Vec<AddSpec>,
     symlinks: Vec<SymlinkSpec>,
+    devices: Vec<DeviceSpec>,
     platform: Platform,
+}
+
+#[derive(Debug)]
+struct DeviceSpec {
+    path: String,
+    block: bool,
+    major: u32,
+    minor: u32,
+    origin: String,
 }
 
 #[derive(Debug)]
@@ -240,6 +254,7 @@ struct RawBuild {
     workdir: Option<String>,
     adds: Vec<String>,
     symlinks: Vec<String>,
+    devices: Vec<String>,
     platform: Option<String>,
 }
 
@@ -273,6 +288,7 @@ const BUILD_FLAGS: &[&str] = &[
     "--env",
     "--add",
     "--symlink",
+    "--device",
 ];
 
 fn parse_build(args: &[String]) -> Result<Command, Error> {
@@ -313,6 +329,7 @@ fn parse_build(args: &[String]) -> Result<Command, Error> {
             "--env" => raw.env.push(value),
             "--add" => raw.adds.push(value),
             "--symlink" => raw.symlinks.push(value),
+            "--device" => raw.devices.push(value),
             _ => unreachable!("{flag} is in BUILD_FLAGS but not handled"),
         }
     }
@@ -351,6 +368,11 @@ fn validate_build(raw: RawBuild) -> Result<BuildOptions, Error> {
         .iter()
         .map(|spec| parse_symlink(spec))
         .collect::<Result<_, _>>()?;
+    let devices = raw
+        .devices
+        .iter()
+        .map(|spec| parse_device(spec))
+        .collect::<Result<_, _>>()?;
     let platform = match raw.platform {
         Some(platform) => Platform::parse(&platform)?,
         None => Platform::host(),
@@ -365,6 +387,7 @@ fn validate_build(raw: RawBuild) -> Result<BuildOptions, Error> {
         workdir,
         adds,
         symlinks,
+        devices,
         platform,
     })
 }
@@ -446,6 +469,33 @@ fn parse_symlink(spec: &str) -> Result<SymlinkSpec, Error> {
         link: non_root_image_path(link, "--symlink")?,
         target: target.to_string(),
         origin: format!("--symlink {spec}"),
+    })
+}
+
+fn parse_device(spec: &str) -> Result<DeviceSpec, Error> {
+    let bad = || {
+        usage(format!(
+            "--device `{spec}` is not PATH:TYPE:MAJOR:MINOR with TYPE c or b, e.g. /dev-null:c:1:3"
+        ))
+    };
+    let mut parts = spec.rsplitn(4, ':');
+    let (minor, major, kind, path) = (
+        parts.next().ok_or_else(bad)?,
+        parts.next().ok_or_else(bad)?,
+        parts.next().ok_or_else(bad)?,
+        parts.next().ok_or_else(bad)?,
+    );
+    let block = match kind {
+        "b" => true,
+        "c" => false,
+        _ => return Err(bad()),
+    };
+    Ok(DeviceSpec {
+        path: non_root_image_path(path, "--device")?,
+        block,
+        major: major.parse().map_err(|_| bad())?,
+        minor: minor.parse().map_err(|_| bad())?,
+        origin: format!("--device {spec}"),
     })
 }
 
@@ -532,6 +582,7 @@ enum Node {
     Dir { mode: u32 },
     File { mode: u32, data: Vec<u8> },
     Symlink { target: String },
+    Device { block: bool, major: u32, minor: u32 },
 }
 
 #[derive(Debug)]
@@ -564,6 +615,15 @@ impl Tree {
         origin: &str,
     ) -> Result<(), Error> {
         self.insert(path, Node::File { mode, data }, origin)
+    }
+
+    fn add_device(&mut self, device: &DeviceSpec) -> Result<(), Error> {
+        let node = Node::Device {
+            block: device.block,
+            major: device.major,
+            minor: device.minor,
+        };
+        self.insert(&device.path, node, &device.origin)
     }
 
     fn add_symlink(&mut self, path: &str, target: String, origin: &str) -> Result<(), Error> {
@@ -670,6 +730,21 @@ fn append_entry(builder: &mut tar::Builder<Vec<u8>>, path: &str, node: &Node) ->
             header.set_size(data.len() as u64);
             builder.append_data(&mut header, path, data.as_slice())
         }
+        Node::Device {
+            block,
+            major,
+            minor,
+        } => {
+            header.set_entry_type(if *block {
+                tar::EntryType::Block
+            } else {
+                tar::EntryType::Char
+            });
+            header.set_mode(0o666);
+            header.set_device_major(*major)?;
+            header.set_device_minor(*minor)?;
+            builder.append_data(&mut header, path, io::empty())
+        }
         Node::Symlink { target } => {
             header.set_entry_type(tar::EntryType::Symlink);
             header.set_mode(0o777);
@@ -697,6 +772,9 @@ fn build_layer(opts: &BuildOptions, module: Vec<u8>) -> Result<Tree, Error> {
     }
     for link in &opts.symlinks {
         tree.add_symlink(&link.link, link.target.clone(), &link.origin)?;
+    }
+    for device in &opts.devices {
+        tree.add_device(device)?;
     }
     if let Some(workdir) = &opts.workdir {
         tree.ensure_dir(&image_path(workdir, "--workdir")?, "--workdir")?;

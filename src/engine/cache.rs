@@ -1,14 +1,21 @@
-//! The content-addressed cache of compiled modules.
+//! The content-addressed cache of compiled modules, kept by the shim.
 //!
 //! A module is compiled once per engine; later starts of the same bytes (any container, any
 //! pod) load the artifact. Entries live at `<dir>/<engine key>/<module sha256>.bin` where the
-//! engine key covers wasmer's version, the compiler and the engine's deterministic id, so an
-//! upgrade never loads an artifact built by another engine.
+//! engine key covers wasmer's version, the compiler, the target and its CPU features
+//! (`engine::wasmer::engine_key`), so an upgrade or another CPU never loads a foreign artifact.
+//!
+//! Only the shim touches the directory (mode 0700, never visible in a container). The shim
+//! computes the module's digest from the bytes it hands the guest; on a hit it opens the entry
+//! read-only for the guest ([`ModuleCache::open_entry`]), on a miss the confined guest
+//! compiles and streams the artifact back over a pipe and the shim stores it under the digest
+//! it computed ([`ModuleCache::store_stream`]). So a hostile module can at worst spoil the
+//! entry of its own bytes.
 //!
 //! Loading an artifact runs its machine code, so a file is trusted only if it carries our
-//! header and the sha256 of its payload matches: a truncated or garbage file is detected,
-//! removed and rebuilt. Writes go to a temporary file that is renamed into place, so several
-//! containers compiling the same new module at once each leave a whole file behind.
+//! header and the sha256 of its payload matches: a truncated or garbage file is detected and
+//! rebuilt. Writes go to a temporary file that is renamed into place, so several containers
+//! compiling the same new module at once each leave a whole file behind.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -53,6 +60,44 @@ impl ModuleCache {
         self.dir.join(format!("{module_digest}.bin"))
     }
 
+    /// The entry for a module, opened read-only for a guest to verify and load.
+    pub fn open_entry(&self, module_digest: &str) -> Option<File> {
+        File::open(self.entry_path(module_digest)).ok()
+    }
+
+    /// Reads one artifact a guest streams back (`u64` little-endian length, then the bytes)
+    /// and stores it. Nothing is stored unless the whole announced artifact arrived: a guest
+    /// killed mid-write leaves no truncated entry. `Ok(false)`: the guest sent nothing (it
+    /// loaded from the cache, or failed before compiling).
+    pub fn store_stream(
+        &self,
+        module_digest: &str,
+        mut stream: impl Read,
+        max_len: u64,
+    ) -> std::io::Result<bool> {
+        let mut len = [0u8; 8];
+        match stream.read_exact(&mut len) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        let len = u64::from_le_bytes(len);
+        if len > max_len {
+            return Err(std::io::Error::other(format!(
+                "artifact of {len} bytes is over the {max_len} byte limit"
+            )));
+        }
+        let mut artifact = Vec::new();
+        stream.take(len).read_to_end(&mut artifact)?;
+        if artifact.len() as u64 != len {
+            return Err(std::io::Error::other(format!(
+                "artifact ended after {} of {len} bytes",
+                artifact.len()
+            )));
+        }
+        self.put(module_digest, &artifact).map(|_| true)
+    }
+
     /// Returns the verified artifact bytes for a module, or why there are none.
     pub fn get(&self, module_digest: &str) -> Result<Vec<u8>, Miss> {
         let path = self.entry_path(module_digest);
@@ -62,7 +107,7 @@ impl ModuleCache {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Miss::Absent),
             Err(e) => return Err(self.discard(&path, format!("unreadable: {e}"))),
         }
-        match unwrap_payload(data) {
+        match unwrap_entry(data) {
             Ok(payload) => Ok(payload),
             Err(why) => Err(self.discard(&path, why)),
         }
@@ -114,7 +159,7 @@ fn write_file(tmp: &Path, artifact: &[u8]) -> std::io::Result<()> {
 }
 
 /// Checks our header and digest; returns the payload or what is wrong with the file.
-fn unwrap_payload(mut data: Vec<u8>) -> Result<Vec<u8>, String> {
+pub fn unwrap_entry(mut data: Vec<u8>) -> Result<Vec<u8>, String> {
     let header = MAGIC.len() + DIGEST_LEN;
     if data.len() < header || &data[..MAGIC.len()] != MAGIC {
         return Err(format!(

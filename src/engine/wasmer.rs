@@ -4,6 +4,8 @@
 //! filesystem wasmer sees at `/` is the container's root, and the kernel enforces read-only
 //! mounts and keeps symlinks inside).
 
+use std::fs::File;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,7 +19,7 @@ use wasmer_wasix::{
     PluggableRuntime, WasiEnv, WasiEnvBuilder, WasiError, WasiFs, WasiInodes, VIRTUAL_ROOT_FD,
 };
 
-use super::cache::{digest_hex, Miss, ModuleCache};
+use super::cache::{digest_hex, unwrap_entry};
 use super::container_fs::ContainerFs;
 use super::stdio::StdioFile;
 use super::wasi_fixes::{WasiFixes, FILE_ONLY_RIGHTS};
@@ -41,37 +43,30 @@ pub struct LoadedModule {
 pub struct WasmerEngine {
     engine: Engine,
     runtime: tokio::runtime::Runtime,
-    cache: Option<ModuleCache>,
 }
 
 impl WasmerEngine {
-    /// An engine with cranelift; `cache_root` is where compiled modules are kept.
-    pub fn new(cache_root: Option<&Path>) -> std::io::Result<WasmerEngine> {
+    /// An engine with cranelift, for the host's CPU (what [`engine_key`] describes).
+    pub fn new() -> std::io::Result<WasmerEngine> {
         let engine = Engine::default();
         // wasmer-wasix needs a tokio runtime for its file system and task manager. One worker
         // is enough: the guest's own code runs on the thread that calls `run`.
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("wasm-io")
-            .enable_all()
+            // No signal driver: it would open a socket pair, and the guest process handles
+            // its signals itself (guest::signals).
+            .enable_io()
+            .enable_time()
             .build()?;
-        let cache = cache_root.and_then(|root| {
-            ModuleCache::open(root, &engine_key(&engine))
-                .map_err(|e| warn!("module cache disabled: {e}"))
-                .ok()
-        });
-        Ok(WasmerEngine {
-            engine,
-            runtime,
-            cache,
-        })
+        Ok(WasmerEngine { engine, runtime })
     }
 
-    /// Loads the compiled module for `bytes` from the cache, or compiles and caches it.
-    pub fn load(&self, bytes: &[u8]) -> Result<LoadedModule, String> {
-        let hex = digest_hex(bytes);
-        let digest = format!("sha256:{hex}");
-        if let Some(module) = self.load_cached(&hex, &digest) {
+    /// The compiled module for `bytes`: from `cached` (a cache entry the shim opened for this
+    /// module's digest) when it verifies and loads, else compiled.
+    pub fn load(&self, bytes: &[u8], cached: Option<File>) -> Result<LoadedModule, String> {
+        let digest = format!("sha256:{}", digest_hex(bytes));
+        if let Some(module) = cached.and_then(|entry| self.load_cached(entry, &digest)) {
             return Ok(LoadedModule {
                 module,
                 digest,
@@ -86,7 +81,6 @@ impl WasmerEngine {
             bytes.len(),
             started.elapsed().as_millis()
         );
-        self.store_cached(&hex, &module);
         Ok(LoadedModule {
             module,
             digest,
@@ -94,19 +88,23 @@ impl WasmerEngine {
         })
     }
 
-    fn load_cached(&self, hex: &str, digest: &str) -> Option<Module> {
-        let cache = self.cache.as_ref()?;
+    fn load_cached(&self, mut entry: File, digest: &str) -> Option<Module> {
         let started = Instant::now();
-        let artifact = match cache.get(hex) {
+        let mut data = Vec::new();
+        let artifact = match entry
+            .read_to_end(&mut data)
+            .map_err(|e| format!("unreadable: {e}"))
+            .and_then(|_| unwrap_entry(data))
+        {
             Ok(artifact) => artifact,
-            Err(Miss::Absent) => return None,
-            Err(Miss::Corrupt(why)) => {
+            Err(why) => {
                 warn!("discarded corrupt cache entry for module {digest}: {why}");
                 return None;
             }
         };
-        // SAFETY: the artifact was written by `store_cached` with this engine's key, and its
-        // sha256 was verified by the cache on read, so it is a whole artifact we produced.
+        // SAFETY: the entry is the one the shim keeps for this module's digest under this
+        // engine's key, written only by the shim (guests cannot write the cache), and its sha256
+        // was just verified, so it is a whole artifact this engine produced for these bytes.
         match unsafe { Module::deserialize(&self.engine, artifact) } {
             Ok(module) => {
                 info!(
@@ -116,21 +114,19 @@ impl WasmerEngine {
                 Some(module)
             }
             Err(e) => {
-                warn!("cache entry for module {digest} did not load ({e}); recompiling");
+                warn!("discarded corrupt cache entry for module {digest}: it did not load ({e}); recompiling");
                 None
             }
         }
     }
 
-    fn store_cached(&self, hex: &str, module: &Module) {
-        let Some(cache) = &self.cache else { return };
-        let stored = module
+    /// The artifact of a compiled module, for the shim to store in the cache.
+    pub fn serialize(&self, loaded: &LoadedModule) -> Result<Vec<u8>, String> {
+        loaded
+            .module
             .serialize()
+            .map(|bytes| bytes.to_vec())
             .map_err(|e| e.to_string())
-            .and_then(|artifact| cache.put(hex, &artifact).map_err(|e| e.to_string()));
-        if let Err(e) = stored {
-            warn!("could not cache compiled module sha256:{hex}: {e}");
-        }
     }
 
     /// Runs `_start` of the module on the calling thread until the guest exits or traps.
@@ -323,10 +319,24 @@ fn poisoned<T>(_: T) -> String {
     "wasmer's file descriptor table is poisoned".into()
 }
 
-/// The cache key of an engine: artifacts are only valid for the same wasmer, compiler and
-/// target features.
-fn engine_key(engine: &Engine) -> String {
-    format!("wasmer-{WASMER_VERSION}-{}", engine.deterministic_id())
+/// The cache key of the engine [`WasmerEngine::new`] builds: artifacts are only valid for the
+/// same wasmer, compiler, target triple and CPU features (cranelift uses the host's features,
+/// so an artifact built on a CPU with AVX-512 must never load on one without). Computed
+/// without building a compiler, so the shim can key its cache.
+pub fn engine_key() -> String {
+    let target = wasmer::sys::Target::default();
+    let mut features: Vec<String> = target
+        .cpu_features()
+        .iter()
+        .map(|f| format!("{f:?}"))
+        .collect();
+    features.sort();
+    let features = digest_hex(features.join(",").as_bytes());
+    format!(
+        "wasmer-{WASMER_VERSION}-cranelift-{}-cpu{}",
+        target.triple(),
+        &features[..16]
+    )
 }
 
 /// Turns the result of calling `_start` into an outcome.

@@ -1,14 +1,19 @@
-//! The guest process's side: read the plan, set up the filesystem, compile, wait for Start,
-//! run the module, exit with its status. See `guest/mod.rs` for the protocol with the shim.
+//! The guest process's side: read the plan, confine itself, wait for Start while it compiles,
+//! run the module, exit with its status. See `guest/mod.rs` for the protocol with the shim and
+//! `confine` for the order of the confinement steps.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 
-use log::{error, info};
+use log::{error, info, warn};
 
-use super::{mounts, signals, CONTROL_FD, MODULE_FD, START_BYTE, STATUS_FD, STDERR_FD};
-use crate::engine::wasmer::WasmerEngine;
+use super::{
+    mounts, signals, ARTIFACT_OUT_FD, CACHE_ENTRY_FD, CONTROL_FD, MODULE_FD, START_BYTE, STATUS_FD,
+    STDERR_FD,
+};
+use crate::confine::{self, capabilities, identity, namespaces, seccomp};
+use crate::engine::wasmer::{LoadedModule, WasmerEngine};
 use crate::engine::{Invocation, Outcome};
 use crate::logger::LineLogger;
 use crate::spec::RunPlan;
@@ -38,30 +43,92 @@ pub fn main() -> ! {
         Err(why) => fail_setup(status, &why),
     };
     init_logger(&plan.id);
-    let prepared = mounts::prepare(&plan).and_then(|()| read_module(module));
-    let bytes = match prepared {
-        Ok(bytes) => bytes,
-        Err(why) => fail_setup(status, &why),
-    };
+    // SAFETY: the shim placed these descriptors exactly when the plan says so.
+    let cache_entry = plan
+        .cache
+        .entry
+        .then(|| unsafe { File::from_raw_fd(CACHE_ENTRY_FD) });
+    let artifact_out = plan
+        .cache
+        .store
+        .then(|| unsafe { File::from_raw_fd(ARTIFACT_OUT_FD) });
+    if let Err(why) = confine(&plan) {
+        fail_setup(status, &why)
+    }
     report(status, "ok");
-    let code = run(&plan, &bytes, &mut control, stderr);
+    // Only now, confined, does the guest read the module's bytes.
+    let bytes = read_module(module);
+    let code = run(
+        &plan,
+        bytes,
+        (cache_entry, artifact_out),
+        &mut control,
+        stderr,
+    );
     std::process::exit(code)
 }
 
-/// Compiles while waiting to be started, then runs; returns the exit status.
-fn run(plan: &RunPlan, bytes: &[u8], control: &mut impl Read, mut stderr: File) -> i32 {
-    let root_entries = mounts::root_entries(plan);
-    let loaded = WasmerEngine::new(Some(&plan.cache_dir))
-        .map_err(|e| format!("cannot start the wasm engine: {e}"))
-        .and_then(|engine| engine.load(bytes).map(|module| (engine, module)));
-    let entered = mounts::enter(plan);
+/// Every confinement step, in the order `confine` documents. The process is single-threaded
+/// throughout: no engine, runtime or thread exists yet.
+fn confine(plan: &RunPlan) -> Result<(), String> {
+    let c = &plan.confinement;
+    namespaces::enter(c)?;
+    namespaces::enter_cgroup(c)?;
+    // Both need the host's /proc and the privilege to raise or lower limits.
+    identity::apply_rlimits(&c.rlimits)?;
+    identity::apply_oom_score_adj(c.oom_score_adj)?;
+    let caps = capabilities::after_exec(&c.capabilities, c.user.uid);
+    capabilities::limit_bounding(&caps)?;
+    mounts::prepare(plan)?;
+    mounts::enter(plan)?;
+    namespaces::set_names(c)?;
+    let seccomp_first = !c.no_new_privileges;
+    if seccomp_first {
+        load_seccomp(c)?;
+    }
+    identity::become_user(c)?;
+    capabilities::apply(&caps)?;
+    identity::apply_no_new_privileges(c)?;
+    if !seccomp_first {
+        load_seccomp(c)?;
+    }
+    Ok(())
+}
+
+fn load_seccomp(c: &confine::Confinement) -> Result<(), String> {
+    match &c.seccomp {
+        Some(profile) => seccomp::load(profile),
+        None => Ok(()),
+    }
+}
+
+/// Compiles (or loads from the shim's cache) while waiting to be started, then runs; returns
+/// the exit status.
+fn run(
+    plan: &RunPlan,
+    bytes: Result<Vec<u8>, String>,
+    (cache_entry, artifact_out): (Option<File>, Option<File>),
+    control: &mut impl Read,
+    mut stderr: File,
+) -> i32 {
+    let root_entries = mounts::root_entries();
+    let loaded = bytes.and_then(|bytes| {
+        let engine =
+            WasmerEngine::new().map_err(|e| format!("cannot start the wasm engine: {e}"))?;
+        let module = engine.load(&bytes, cache_entry)?;
+        drop(bytes);
+        Ok((engine, module))
+    });
+    if let (Ok((engine, module)), Some(out)) = (&loaded, artifact_out) {
+        send_artifact(engine, module, out);
+    }
     if !wait_for_start(control) {
         info!("released without start; exiting");
         return 0;
     }
-    let outcome = match (loaded, entered) {
-        (Err(why), _) | (_, Err(why)) => Outcome::NotRunnable(why),
-        (Ok((engine, module)), Ok(())) => {
+    let outcome = match loaded {
+        Err(why) => Outcome::NotRunnable(why),
+        Ok((engine, module)) => {
             info!(
                 "running module {} (pid {})",
                 module.digest,
@@ -75,6 +142,25 @@ fn run(plan: &RunPlan, bytes: &[u8], control: &mut impl Read, mut stderr: File) 
         let _ = writeln!(stderr, "{message}");
     }
     outcome.exit_status()
+}
+
+/// Streams a freshly compiled artifact to the shim, which caches it under the digest it
+/// computed itself. Dropping `out` unsent tells the shim there is nothing to store.
+fn send_artifact(engine: &WasmerEngine, module: &LoadedModule, mut out: File) {
+    if !module.compiled {
+        return;
+    }
+    let sent = engine.serialize(module).and_then(|artifact| {
+        out.write_all(&(artifact.len() as u64).to_le_bytes())
+            .and_then(|()| out.write_all(&artifact))
+            .map_err(|e| e.to_string())
+    });
+    if let Err(e) = sent {
+        warn!(
+            "could not send the compiled module {} to the cache: {e}",
+            module.digest
+        );
+    }
 }
 
 fn invocation(plan: &RunPlan, root_entries: Vec<String>, stderr: &File) -> Invocation {
@@ -105,6 +191,10 @@ fn read_plan(control: &mut impl BufRead) -> Result<RunPlan, String> {
 }
 
 fn read_module(mut module: File) -> Result<Vec<u8>, String> {
+    use std::io::Seek;
+    module
+        .rewind()
+        .map_err(|e| format!("read the module: {e}"))?;
     let mut bytes = Vec::new();
     module
         .read_to_end(&mut bytes)

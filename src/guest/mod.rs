@@ -11,7 +11,12 @@
 //!
 //! Descriptors in the guest: 0/1 the container's stdin/stdout, 2 the shim log (so anything
 //! the engine prints lands in containerd's log, not in the container's output), 5 the
-//! container's stderr, 6 the module file opened by the shim.
+//! container's stderr, 6 a sealed copy of the module's bytes (the bytes the shim hashed for
+//! the cache key), 7 the cache entry for those bytes when there is one (read-only), 8 the
+//! pipe on which the guest sends back the artifact it compiled, for the shim to cache.
+//!
+//! A spec with a pid namespace gets it here: the guest is spawned from a thread that has
+//! entered it (`confine::namespaces`), so it is PID 1 of the namespace from the start.
 
 pub mod child;
 pub mod mounts;
@@ -21,8 +26,9 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 
+use crate::confine::namespaces;
 use crate::error::{Error, IoContext, Result};
 use crate::spec::RunPlan;
 
@@ -34,6 +40,8 @@ pub const CONTROL_FD: RawFd = 3;
 pub const STATUS_FD: RawFd = 4;
 pub const STDERR_FD: RawFd = 5;
 pub const MODULE_FD: RawFd = 6;
+pub const CACHE_ENTRY_FD: RawFd = 7;
+pub const ARTIFACT_OUT_FD: RawFd = 8;
 
 /// The byte on the control pipe that releases the guest.
 pub const START_BYTE: u8 = b'S';
@@ -46,8 +54,12 @@ pub struct GuestFds {
     pub stderr: OwnedFd,
     /// Where the guest process logs (the bundle's `log` FIFO, or /dev/null).
     pub log: OwnedFd,
-    /// The module, opened by the shim after checking it.
+    /// The module's bytes, as the shim hashed them (a sealed memfd).
     pub module: File,
+    /// The compiled-module cache entry for those bytes, if the cache has one.
+    pub cache_entry: Option<File>,
+    /// Where the guest sends the artifact it compiles, if the shim will cache it.
+    pub artifact_out: Option<OwnedFd>,
     /// stdin is a terminal that must become the guest's controlling terminal.
     pub terminal: bool,
 }
@@ -64,6 +76,13 @@ impl GuestProcess {
     /// Starts a guest process for `plan` and waits until its filesystem is set up.
     /// Blocking: call it from a blocking task.
     pub fn spawn(plan: &RunPlan, fds: GuestFds) -> Result<GuestProcess> {
+        if plan.cache.entry != fds.cache_entry.is_some()
+            || plan.cache.store != fds.artifact_out.is_some()
+        {
+            return Err(Error::Internal(
+                "the run plan and the guest's cache descriptors disagree".into(),
+            ));
+        }
         let (control_r, control_w) = pipe()?;
         let (status_r, status_w) = pipe()?;
         let mut command = Command::new("/proc/self/exe");
@@ -75,30 +94,37 @@ impl GuestProcess {
             .stdin(Stdio::from(fds.stdin))
             .stdout(Stdio::from(fds.stdout))
             .stderr(Stdio::from(fds.log));
-        let targets = [
+        let mut targets = vec![
             (control_r.as_raw_fd(), CONTROL_FD),
             (status_w.as_raw_fd(), STATUS_FD),
             (fds.stderr.as_raw_fd(), STDERR_FD),
             (fds.module.as_raw_fd(), MODULE_FD),
         ];
+        if let Some(entry) = &fds.cache_entry {
+            targets.push((entry.as_raw_fd(), CACHE_ENTRY_FD));
+        }
+        if let Some(out) = &fds.artifact_out {
+            targets.push((out.as_raw_fd(), ARTIFACT_OUT_FD));
+        }
         // SAFETY: the closure runs in the forked child before exec and only calls fcntl and
         // dup2, which are async-signal-safe; it touches no memory shared with other threads.
         let terminal = fds.terminal;
         unsafe {
             command.pre_exec(move || {
                 place_fds(&targets)?;
+                close_others_on_exec(&targets)?;
                 if terminal {
                     take_controlling_terminal()?;
                 }
                 Ok(())
             });
         }
-        let child = command
-            .spawn()
+        let child = spawn_in_pid_namespace(&mut command, plan)
             .context(|| "start the guest process".into())?;
         let pid = child.id() as i32;
         // The child has its copies; ours of its ends must go so EOFs are seen.
         drop((control_r, status_w, fds.stderr, fds.module));
+        drop((fds.cache_entry, fds.artifact_out));
         let mut guest = GuestProcess {
             pid,
             control: Some(File::from(control_w)),
@@ -128,6 +154,24 @@ impl GuestProcess {
             .write_all(&[START_BYTE])
             .context(|| format!("release guest process {}", self.pid))
     }
+}
+
+/// Spawns the guest, in the spec's pid namespace if it names one. `unshare`/`setns` of a pid
+/// namespace applies to the calling thread's future children only, so it is done on a thread
+/// that exists just for this spawn and ends with it: no other thread of the shim changes.
+fn spawn_in_pid_namespace(command: &mut Command, plan: &RunPlan) -> std::io::Result<Child> {
+    let Some(ns) = plan.confinement.pid_namespace() else {
+        return command.spawn();
+    };
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                namespaces::enter_pid_namespace_for_children(ns).map_err(std::io::Error::other)?;
+                command.spawn()
+            })
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the spawning thread panicked")))
+    })
 }
 
 /// Reads the guest's one status line.
@@ -161,10 +205,34 @@ fn take_controlling_terminal() -> std::io::Result<()> {
     Ok(())
 }
 
+/// In the forked child: every descriptor above the guest's own numbers closes at exec. The
+/// shim may hold descriptors it did not open (containerd's, or its parent's, inherited without
+/// close-on-exec); none of them may reach a guest. Marked rather than closed, so std's own
+/// exec-error pipe keeps working until the exec.
+fn close_others_on_exec(targets: &[(RawFd, RawFd)]) -> std::io::Result<()> {
+    let first = targets.iter().map(|(_, t)| *t).max().unwrap_or(2) + 1;
+    // SAFETY: close_range(2) with CLOSE_RANGE_CLOEXEC only sets flags on descriptors of this
+    // process; it is a plain syscall, async-signal-safe.
+    let rc = unsafe {
+        libc::close_range(
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC as libc::c_int,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// In the forked child: moves each source descriptor to its target number. Sources are first
 /// copied above every target so that no move overwrites a source that is still needed.
 fn place_fds(targets: &[(RawFd, RawFd)]) -> std::io::Result<()> {
     let mut high = [0 as RawFd; 8];
+    if targets.len() > high.len() {
+        return Err(std::io::Error::from_raw_os_error(libc::E2BIG));
+    }
     for (i, (src, _)) in targets.iter().enumerate() {
         // SAFETY: plain fcntl on a descriptor this process holds.
         let fd = unsafe { libc::fcntl(*src, libc::F_DUPFD_CLOEXEC, 64) };

@@ -743,3 +743,84 @@ fn unescape_mountinfo(s: &str) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// Where `make test` built the test guests (hello.wasm, probe.wasm, ...).
+pub fn guests_dir() -> PathBuf {
+    PathBuf::from(
+        std::env::var("WASM_SHIM_GUESTS_DIR")
+            .expect("WASM_SHIM_GUESTS_DIR is not set: run the end-to-end tests with `make test`"),
+    )
+}
+
+/// Builds an image with `wasm-image build` (its tar goes in `work`) and imports it into
+/// `namespace`. `extra` are further `build` options.
+pub fn build_image(
+    namespace: &str,
+    work: &Path,
+    name: &str,
+    module: &Path,
+    extra: &[&str],
+) -> String {
+    let tar = work.join(format!("{}.tar", name.replace(['/', ':'], "_")));
+    let out = Command::new(env!("CARGO_BIN_EXE_wasm-image"))
+        .args(["build", "--module"])
+        .arg(module)
+        .args(["--name", name, "-o"])
+        .arg(&tar)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "wasm-image: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    containerd().import(namespace, &tar);
+    name.to_string()
+}
+
+impl Containerd {
+    /// The pid `ctr tasks ls` shows for a task (the guest process, as for runc the init).
+    pub fn task_pid(&self, namespace: &str, id: &str) -> i32 {
+        let out = self.ctr_ok(&["-n", namespace, "tasks", "ls"]);
+        out.lines()
+            .find(|l| l.split_whitespace().next() == Some(id))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no pid for {id} in:\n{out}"))
+    }
+
+    /// containerd's default spec (`ctr oci spec`), what `ctr run` starts from.
+    pub fn default_spec(&self) -> serde_json::Value {
+        let out = self.ctr(&["oci", "spec"]);
+        assert!(
+            out.status.success(),
+            "ctr oci spec: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("ctr oci spec prints JSON")
+    }
+}
+
+/// One `/proc/<pid>/status` field ("CapEff", "Uid", ...), as the kernel prints it.
+pub fn proc_status(pid: i32, field: &str) -> String {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// The parent of a process (for a guest, its shim), from `/proc/<pid>/stat`.
+pub fn parent_pid(pid: i32) -> i32 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    after_name
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap()
+}

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the test guests into OUT_DIR (default: $CARGO_TARGET_DIR/guests, else target/guests
 # in the repository): hello.wasm, probe.wasm and the wat/*.wat sources, which the image tool
-# compiles itself. Prints one line saying how the guests were built; on failure prints the
+# compiles itself, and `sleeper`, a static native program from native/. Prints one line saying how the guests were built; on failure prints the
 # build's output and exits non-zero.
 #
 #   tests/guests/build.sh [OUT_DIR]
@@ -130,3 +130,8 @@ auto)
 esac
 
 cp "$here"/wat/*.wat "$out/"
+
+# A static native program (gcc and glibc's static libc are on every machine of this kind), for
+# the tests that compare a guest with what runc gives a native process under the same spec.
+quietly gcc -static -O2 -Wall -o "$out/sleeper" "$here/native/sleeper.c" ||
+    give_up "the native sleeper (gcc -static)"

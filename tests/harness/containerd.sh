@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A private containerd for the demo and the end-to-end tests.
 #
-#   containerd.sh install                 containerd, ctr and runc from apt, if missing
+#   containerd.sh install                 containerd, ctr, runc and libseccomp-dev from apt, if missing
 #   containerd.sh start DIR SHIM_BINARY   run a containerd whose every path is under DIR
 #   containerd.sh stop DIR                kill its tasks, itself, its shims; unmount what is left
 #   containerd.sh ctr DIR ARGS...         ctr against that containerd
@@ -74,11 +74,15 @@ cmd_install() {
     command -v containerd >/dev/null || missing+=(containerd)
     command -v ctr >/dev/null || missing+=(containerd)
     command -v runc >/dev/null || missing+=(runc)
+    # libseccomp's headers and linker name: the shim applies the spec's seccomp profile.
+    [[ -e /usr/include/seccomp.h ]] || missing+=(libseccomp-dev)
+    # nsenter (util-linux) is in the base system; pkg-config finds libseccomp for the build.
+    command -v pkg-config >/dev/null || missing+=(pkg-config)
     ((${#missing[@]} == 0)) && return 0
-    [[ $(id -u) == 0 ]] || die "must run as root to install containerd and runc"
-    log "installing containerd and runc from apt"
+    [[ $(id -u) == 0 ]] || die "must run as root to install ${missing[*]}"
+    log "installing ${missing[*]} from apt"
     apt-get update -qq </dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends containerd runc </dev/null >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null >/dev/null
     local bin
     for bin in containerd ctr runc; do
         command -v "$bin" >/dev/null || die "apt-get install finished but $bin is still missing"

@@ -1,0 +1,359 @@
+//! Confinement of the guest process, as runc confines a container's init.
+//!
+//! [`Confinement`] is decided in the shim from the OCI spec (pure, unit-tested, so a spec the
+//! shim cannot honour fails `Create` with the reason) and carried to the guest in the run plan.
+//! The guest applies it in this order, before it reads a byte of the module, compiles, starts a
+//! thread or runs guest code (see `guest::child`):
+//!
+//! 1. namespaces: the pid namespace is entered at spawn (`guest::spawn`, the guest is PID 1 of
+//!    it); then every other type the spec names, joined by path or new ([`namespaces`]);
+//! 2. the root filesystem and mounts, masked and read-only paths (`guest::mounts`), hostname;
+//! 3. rlimits and `oom_score_adj` ([`identity`]);
+//! 4. seccomp here when the spec does not ask for `no_new_privs` (loading a filter without it
+//!    needs CAP_SYS_ADMIN, which the capability step may drop; runc orders it the same way);
+//! 5. user, groups and umask ([`identity`]), then the five capability sets ([`capabilities`]);
+//! 6. `no_new_privs`, then seccomp when it was not loaded in step 4 ([`seccomp`]).
+
+pub mod capabilities;
+pub mod identity;
+pub mod namespaces;
+pub mod seccomp;
+
+use std::path::PathBuf;
+
+use oci_spec::runtime::{LinuxNamespaceType, LinuxSeccomp, Spec};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Everything about the guest's confinement that the spec decides.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Confinement {
+    /// The namespaces of `linux.namespaces`, in spec order.
+    pub namespaces: Vec<NamespacePlan>,
+    pub hostname: Option<String>,
+    pub domainname: Option<String>,
+    pub user: UserPlan,
+    pub no_new_privileges: bool,
+    pub capabilities: CapabilityPlan,
+    pub rlimits: Vec<RlimitPlan>,
+    pub oom_score_adj: Option<i32>,
+    pub seccomp: Option<LinuxSeccomp>,
+    /// `linux.maskedPaths`: hidden behind /dev/null (files) or an empty read-only tmpfs (dirs).
+    pub masked_paths: Vec<PathBuf>,
+    /// `linux.readonlyPaths`: bound onto themselves read-only.
+    pub readonly_paths: Vec<PathBuf>,
+    /// `linux.rootfsPropagation` (e.g. "rslave"); rslave when the spec is silent, as runc.
+    pub rootfs_propagation: Option<String>,
+}
+
+/// A namespace the guest gets: a new one, or the one at `path`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamespacePlan {
+    pub kind: NamespaceKind,
+    pub path: Option<PathBuf>,
+}
+
+/// The namespace types the wasm runtime supports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NamespaceKind {
+    Mount,
+    Pid,
+    Ipc,
+    Uts,
+    Network,
+    Cgroup,
+}
+
+/// `process.user`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct UserPlan {
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+    pub umask: Option<u32>,
+}
+
+/// `process.capabilities`, as capability names ("CAP_CHOWN").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct CapabilityPlan {
+    pub bounding: Vec<String>,
+    pub effective: Vec<String>,
+    pub permitted: Vec<String>,
+    pub inheritable: Vec<String>,
+    pub ambient: Vec<String>,
+}
+
+/// One of `process.rlimits` ("RLIMIT_NOFILE").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RlimitPlan {
+    pub kind: String,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+impl Confinement {
+    /// The spec's pid namespace, if it names one: entered when the guest is spawned.
+    pub fn pid_namespace(&self) -> Option<&NamespacePlan> {
+        self.namespaces
+            .iter()
+            .find(|n| n.kind == NamespaceKind::Pid)
+    }
+
+    pub fn has_namespace(&self, kind: NamespaceKind) -> bool {
+        self.namespaces.iter().any(|n| n.kind == kind)
+    }
+}
+
+/// Reads the confinement from the spec, refusing what the runtime cannot honour.
+pub fn from_spec(spec: &Spec) -> Result<Confinement> {
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| Error::InvalidArgument("the OCI spec has no process".into()))?;
+    let linux = spec.linux().as_ref();
+    let namespaces = plan_namespaces(linux.and_then(|l| l.namespaces().as_deref()))?;
+    let user = process.user();
+    let mut confinement = Confinement {
+        namespaces,
+        hostname: spec.hostname().clone().filter(|h| !h.is_empty()),
+        domainname: spec.domainname().clone().filter(|d| !d.is_empty()),
+        user: UserPlan {
+            uid: user.uid(),
+            gid: user.gid(),
+            additional_gids: user.additional_gids().clone().unwrap_or_default(),
+            umask: user.umask(),
+        },
+        no_new_privileges: process.no_new_privileges().unwrap_or(false),
+        capabilities: plan_capabilities(process.capabilities().as_ref()),
+        rlimits: process
+            .rlimits()
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .map(|r| RlimitPlan {
+                kind: format!(
+                    "RLIMIT_{}",
+                    r.typ().to_string().trim_start_matches("RLIMIT_")
+                ),
+                soft: r.soft(),
+                hard: r.hard(),
+            })
+            .collect(),
+        oom_score_adj: process.oom_score_adj(),
+        seccomp: linux.and_then(|l| l.seccomp().clone()),
+        masked_paths: linux
+            .and_then(|l| l.masked_paths().clone())
+            .unwrap_or_default()
+            .into_iter()
+            .map(PathBuf::from)
+            .collect(),
+        readonly_paths: linux
+            .and_then(|l| l.readonly_paths().clone())
+            .unwrap_or_default()
+            .into_iter()
+            .map(PathBuf::from)
+            .collect(),
+        rootfs_propagation: linux.and_then(|l| l.rootfs_propagation().clone()),
+    };
+    for r in &confinement.rlimits {
+        identity::rlimit_resource(&r.kind)?;
+    }
+    if let Some(p) = &confinement.rootfs_propagation {
+        crate::guest::mounts::propagation_flags(p).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "linux.rootfsPropagation {p:?} is not one of shared, slave, private, unbindable (r-prefixed too)"
+            ))
+        })?;
+    }
+    if (confinement.hostname.is_some() || confinement.domainname.is_some())
+        && !confinement.has_namespace(NamespaceKind::Uts)
+    {
+        // runc refuses the same spec: setting the name would change the host's.
+        return Err(Error::InvalidArgument(
+            "the OCI spec sets a hostname or domainname without a uts namespace; add one to linux.namespaces".into(),
+        ));
+    }
+    if let Some(seccomp) = &confinement.seccomp {
+        seccomp::check(seccomp)?;
+    }
+    confinement.namespaces.dedup();
+    Ok(confinement)
+}
+
+fn plan_namespaces(
+    namespaces: Option<&[oci_spec::runtime::LinuxNamespace]>,
+) -> Result<Vec<NamespacePlan>> {
+    let mut planned: Vec<NamespacePlan> = Vec::new();
+    for ns in namespaces.unwrap_or_default() {
+        let kind = match ns.typ() {
+            LinuxNamespaceType::Mount => NamespaceKind::Mount,
+            LinuxNamespaceType::Pid => NamespaceKind::Pid,
+            LinuxNamespaceType::Ipc => NamespaceKind::Ipc,
+            LinuxNamespaceType::Uts => NamespaceKind::Uts,
+            LinuxNamespaceType::Network => NamespaceKind::Network,
+            LinuxNamespaceType::Cgroup => NamespaceKind::Cgroup,
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "linux.namespaces asks for a {other} namespace, which the wasm runtime does not support yet; remove it from the spec (for Kubernetes: do not set hostUsers: false)"
+                )))
+            }
+        };
+        if planned.iter().any(|p| p.kind == kind) {
+            return Err(Error::InvalidArgument(format!(
+                "linux.namespaces names the {} namespace twice",
+                ns.typ()
+            )));
+        }
+        let path = ns.path().clone().filter(|p| !p.as_os_str().is_empty());
+        if let (NamespaceKind::Mount, Some(p)) = (kind, &path) {
+            // The guest pivots into its root inside its mount namespace: doing that in a
+            // namespace shared with others would change their view too.
+            return Err(Error::InvalidArgument(format!(
+                "linux.namespaces gives a mount namespace by path ({}); the wasm runtime always makes a new one, remove the path",
+                p.display()
+            )));
+        }
+        if let Some(p) = &path {
+            if !p.is_absolute() {
+                return Err(Error::InvalidArgument(format!(
+                    "the {} namespace path {} must be absolute",
+                    ns.typ(),
+                    p.display()
+                )));
+            }
+        }
+        planned.push(NamespacePlan { kind, path });
+    }
+    Ok(planned)
+}
+
+fn plan_capabilities(caps: Option<&oci_spec::runtime::LinuxCapabilities>) -> CapabilityPlan {
+    let names = |set: Option<&oci_spec::runtime::Capabilities>| -> Vec<String> {
+        let mut names: Vec<String> = set
+            .into_iter()
+            .flatten()
+            .filter_map(|c| serde_json::to_value(c).ok())
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect();
+        names.sort();
+        names
+    };
+    let Some(caps) = caps else {
+        return CapabilityPlan::default();
+    };
+    CapabilityPlan {
+        bounding: names(caps.bounding().as_ref()),
+        effective: names(caps.effective().as_ref()),
+        permitted: names(caps.permitted().as_ref()),
+        inheritable: names(caps.inheritable().as_ref()),
+        ambient: names(caps.ambient().as_ref()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(linux: &str, process_extra: &str) -> Spec {
+        let json = format!(
+            r#"{{"ociVersion":"1.0.2","root":{{"path":"rootfs"}},"hostname":"web",
+            "process":{{"user":{{"uid":1000,"gid":1000,"additionalGids":[10,20],"umask":18}},
+                        "args":["/a.wasm"],"cwd":"/","noNewPrivileges":true,
+                        "capabilities":{{"bounding":["CAP_KILL","CAP_CHOWN"],"ambient":["CAP_KILL"]}},
+                        "rlimits":[{{"type":"RLIMIT_NOFILE","soft":64,"hard":128}}],
+                        "oomScoreAdj":1000 {process_extra}}},
+            "linux":{{{linux}}}}}"#
+        );
+        serde_json::from_str(&json).unwrap()
+    }
+
+    const NAMESPACES: &str = r#""namespaces":[{"type":"pid"},{"type":"uts"},
+        {"type":"network","path":"/proc/7/ns/net"},{"type":"mount"}],
+        "maskedPaths":["/proc/kcore"],"readonlyPaths":["/proc/sys"]"#;
+
+    #[test]
+    fn the_spec_decides_namespaces_identity_and_limits() {
+        let c = from_spec(&spec(NAMESPACES, "")).unwrap();
+        assert_eq!(
+            c.namespaces,
+            vec![
+                NamespacePlan {
+                    kind: NamespaceKind::Pid,
+                    path: None
+                },
+                NamespacePlan {
+                    kind: NamespaceKind::Uts,
+                    path: None
+                },
+                NamespacePlan {
+                    kind: NamespaceKind::Network,
+                    path: Some("/proc/7/ns/net".into())
+                },
+                NamespacePlan {
+                    kind: NamespaceKind::Mount,
+                    path: None
+                },
+            ]
+        );
+        assert_eq!(c.pid_namespace().unwrap().kind, NamespaceKind::Pid);
+        assert_eq!(c.hostname.as_deref(), Some("web"));
+        assert_eq!(
+            c.user,
+            UserPlan {
+                uid: 1000,
+                gid: 1000,
+                additional_gids: vec![10, 20],
+                umask: Some(18)
+            }
+        );
+        assert!(c.no_new_privileges);
+        assert_eq!(c.capabilities.bounding, vec!["CAP_CHOWN", "CAP_KILL"]);
+        assert_eq!(c.capabilities.ambient, vec!["CAP_KILL"]);
+        assert!(c.capabilities.effective.is_empty());
+        assert_eq!(
+            c.rlimits,
+            vec![RlimitPlan {
+                kind: "RLIMIT_NOFILE".into(),
+                soft: 64,
+                hard: 128
+            }]
+        );
+        assert_eq!(c.oom_score_adj, Some(1000));
+        assert_eq!(c.masked_paths, vec![PathBuf::from("/proc/kcore")]);
+        assert_eq!(c.readonly_paths, vec![PathBuf::from("/proc/sys")]);
+    }
+
+    #[test]
+    fn what_cannot_be_honoured_is_refused_with_the_reason() {
+        let user = from_spec(&spec(
+            r#""namespaces":[{"type":"user"},{"type":"uts"}]"#,
+            "",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(user.contains("user namespace"), "{user}");
+        let twice = from_spec(&spec(r#""namespaces":[{"type":"uts"},{"type":"uts"}]"#, ""))
+            .unwrap_err()
+            .to_string();
+        assert!(twice.contains("twice"), "{twice}");
+        let hostname = from_spec(&spec(r#""namespaces":[{"type":"ipc"}]"#, ""))
+            .unwrap_err()
+            .to_string();
+        assert!(hostname.contains("without a uts namespace"), "{hostname}");
+        let relative = from_spec(&spec(
+            r#""namespaces":[{"type":"uts"},{"type":"ipc","path":"ns/ipc"}]"#,
+            "",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(relative.contains("must be absolute"), "{relative}");
+        let propagation = from_spec(&spec(
+            r#""namespaces":[{"type":"uts"}],"rootfsPropagation":"sideways""#,
+            "",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(propagation.contains("sideways"), "{propagation}");
+    }
+}

@@ -1,0 +1,196 @@
+//! The module as the shim hands it to a guest process.
+//!
+//! The shim opens the entrypoint inside the rootfs through the kernel (`openat2` with
+//! `RESOLVE_IN_ROOT`, so no symlink swapped in after the check leads out), copies its bytes
+//! into a sealed memfd and hashes exactly those bytes. The guest compiles what the shim
+//! hashed, so the cache key ([`ModuleCache`]) always names the bytes behind an artifact, even
+//! if the file changes on disk meanwhile.
+
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::os::fd::OwnedFd;
+use std::path::{Component, Path, PathBuf};
+use std::thread::JoinHandle;
+
+use nix::fcntl::{fcntl, openat2, FcntlArg, OFlag, OpenHow, ResolveFlag, SealFlag};
+use nix::sys::memfd::{memfd_create, MFdFlags};
+
+use crate::engine::cache::{digest_hex, ModuleCache};
+use crate::error::{Error, IoContext, Result};
+use crate::spec::WASM_MAGIC;
+
+/// The largest artifact the shim accepts back from a guest (wasmer's output for the biggest
+/// real modules is a few hundred MB).
+const MAX_ARTIFACT_BYTES: u64 = 4 << 30;
+
+/// What the guest gets for its module.
+#[derive(Debug)]
+pub struct ModuleHandoff {
+    /// A sealed memfd holding the module's bytes.
+    pub module: File,
+    /// Hex sha256 of those bytes.
+    pub digest: String,
+    /// The cache entry for the digest, opened read-only, if there is one.
+    pub cache_entry: Option<File>,
+    /// The write end of the pipe the shim reads a newly compiled artifact from.
+    pub artifact_out: Option<OwnedFd>,
+    /// The thread that stores what arrives on that pipe; it ends when the guest closes it.
+    pub store: Option<JoinHandle<()>>,
+}
+
+/// Opens `module` (a container path) inside `rootfs`, seals a copy of it, and sets up its
+/// cache entry and the artifact return pipe when there is a cache.
+pub fn hand_off(
+    rootfs: &Path,
+    module: &Path,
+    cache: Option<&ModuleCache>,
+) -> Result<ModuleHandoff> {
+    let bytes = read_in_root(rootfs, module)?;
+    if !bytes.starts_with(WASM_MAGIC) {
+        return Err(Error::InvalidArgument(format!(
+            "entrypoint {} changed while the container was created: it is no longer a WebAssembly module",
+            module.display()
+        )));
+    }
+    let digest = digest_hex(&bytes);
+    let sealed = sealed_copy(&bytes)?;
+    drop(bytes);
+    let (cache_entry, artifact_out, store) = match cache {
+        Some(cache) => {
+            let (out, store) = collect_artifact(cache, &digest)?;
+            (cache.open_entry(&digest), Some(out), Some(store))
+        }
+        None => (None, None, None),
+    };
+    Ok(ModuleHandoff {
+        module: sealed,
+        digest,
+        cache_entry,
+        artifact_out,
+        store,
+    })
+}
+
+/// The module's bytes, read through a descriptor the kernel resolved inside the root.
+fn read_in_root(rootfs: &Path, module: &Path) -> Result<Vec<u8>> {
+    let root = File::open(rootfs).with_path("open the rootfs", rootfs)?;
+    let how = OpenHow::new()
+        .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY | OFlag::O_NONBLOCK)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let fd = openat2(&root, &relative(module), how)
+        .map_err(|e| Error::io_path("open the module", module, e.into()))?;
+    let mut file = File::from(fd);
+    let meta = file.metadata().with_path("stat the module", module)?;
+    if !meta.is_file() {
+        return Err(Error::InvalidArgument(format!(
+            "entrypoint {} is not a regular file",
+            module.display()
+        )));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.read_to_end(&mut bytes)
+        .with_path("read the module", module)?;
+    Ok(bytes)
+}
+
+/// A memfd holding `bytes` that nobody can change any more (write, grow, shrink, unseal).
+fn sealed_copy(bytes: &[u8]) -> Result<File> {
+    let fd = memfd_create(
+        c"wasm-module",
+        MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
+    )
+    .context(|| "create a memfd for the module".into())?;
+    let mut file = File::from(fd);
+    file.write_all(bytes)
+        .context(|| "copy the module into its memfd".into())?;
+    let seals = SealFlag::F_SEAL_WRITE
+        | SealFlag::F_SEAL_GROW
+        | SealFlag::F_SEAL_SHRINK
+        | SealFlag::F_SEAL_SEAL;
+    fcntl(&file, FcntlArg::F_ADD_SEALS(seals)).context(|| "seal the module's memfd".into())?;
+    file.rewind()
+        .context(|| "rewind the module's memfd".into())?;
+    Ok(file)
+}
+
+/// A pipe whose read end a thread of its own drains into the cache under `digest`; the
+/// write end goes to the guest.
+fn collect_artifact(cache: &ModuleCache, digest: &str) -> Result<(OwnedFd, JoinHandle<()>)> {
+    let (read, write) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).context(|| "create the artifact pipe".into())?;
+    let cache = cache.clone();
+    let digest = digest.to_string();
+    let store = std::thread::Builder::new()
+        .name("cache-store".into())
+        .spawn(
+            move || match cache.store_stream(&digest, File::from(read), MAX_ARTIFACT_BYTES) {
+                Ok(true) => log::info!("stored compiled module sha256:{digest} in the cache"),
+                Ok(false) => {}
+                Err(e) => log::warn!("did not cache module sha256:{digest}: {e}"),
+            },
+        )
+        .context(|| "start the cache writer".into())?;
+    Ok((write, store))
+}
+
+/// A container path relative to the root ("." for the root itself).
+fn relative(path: &Path) -> PathBuf {
+    let rel: PathBuf = path
+        .components()
+        .filter(|c| matches!(c, Component::Normal(_) | Component::ParentDir))
+        .collect();
+    if rel.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        rel
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn the_guest_gets_a_sealed_copy_of_exactly_the_hashed_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = b"\0asm\x01\0\0\0payload";
+        std::fs::write(dir.path().join("m.wasm"), bytes).unwrap();
+        let cache_dir = tempfile::tempdir().unwrap();
+        let cache = ModuleCache::open(cache_dir.path(), "k").unwrap();
+        let mut handoff = hand_off(dir.path(), Path::new("/m.wasm"), Some(&cache)).unwrap();
+        assert_eq!(handoff.digest, digest_hex(bytes));
+        assert!(handoff.cache_entry.is_none(), "nothing cached yet");
+        let mut copy = Vec::new();
+        handoff.module.read_to_end(&mut copy).unwrap();
+        assert_eq!(copy, bytes);
+        let err = handoff.module.write_all(b"x").unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EPERM), "sealed: {err}");
+        // What the guest streams back lands under the digest the shim computed.
+        let mut out = File::from(handoff.artifact_out.take().unwrap());
+        out.write_all(&5u64.to_le_bytes()).unwrap();
+        out.write_all(b"code!").unwrap();
+        drop(out);
+        handoff.store.take().unwrap().join().unwrap();
+        assert_eq!(cache.get(&handoff.digest).unwrap(), b"code!");
+        let again = hand_off(dir.path(), Path::new("/m.wasm"), Some(&cache)).unwrap();
+        assert!(again.cache_entry.is_some(), "the entry is handed over now");
+    }
+
+    #[test]
+    fn a_symlink_resolves_inside_the_root_and_a_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("host.wasm"), b"\0asm\x01\0\0\0").unwrap();
+        symlink(
+            outside.path().join("host.wasm"),
+            dir.path().join("escape.wasm"),
+        )
+        .unwrap();
+        let err = hand_off(dir.path(), Path::new("/escape.wasm"), None).unwrap_err();
+        assert!(err.to_string().contains("open the module"), "{err}");
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        let err = hand_off(dir.path(), Path::new("/d"), None).unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+    }
+}

@@ -1,0 +1,454 @@
+//! End-to-end tests of the guest's confinement, through the real containerd `make test`
+//! starts: each property is checked from the host on a running guest (`/proc/<pid>`), or by
+//! the attack itself, with the exact outcome asserted.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use common::{
+    build_image, containerd, guests_dir, parent_pid, proc_status, unique_id, RunOpts, RunResult,
+};
+
+const NS: &str = "wasm-confine";
+const IMAGE: &str = "docker.io/library/e2e-confine:latest";
+
+fn work_dir() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().unwrap()).path()
+}
+
+/// The probe at /probe.wasm, the native sleeper at /sleeper, and two device nodes an image
+/// may carry: a copy of /dev/null's numbers and the host root disk's.
+fn image() -> &'static str {
+    static IMAGE_NAME: OnceLock<String> = OnceLock::new();
+    IMAGE_NAME.get_or_init(|| {
+        let (major, minor) = host_root_device();
+        let sleeper = format!("{}:/sleeper", guests_dir().join("sleeper").display());
+        let disk = format!("/host-disk:b:{major}:{minor}");
+        build_image(
+            NS,
+            work_dir(),
+            IMAGE,
+            &guests_dir().join("probe.wasm"),
+            &[
+                "--entrypoint",
+                "/probe.wasm",
+                "--add",
+                &sleeper,
+                "--device",
+                "/null-copy:c:1:3",
+                "--device",
+                &disk,
+            ],
+        )
+    })
+}
+
+/// The device numbers of the file system holding the host's `/`.
+fn host_root_device() -> (u64, u64) {
+    let dev = fs::metadata("/").unwrap().dev();
+    (libc::major(dev) as u64, libc::minor(dev) as u64)
+}
+
+fn opts(id: &str, args: &[&str]) -> RunOpts {
+    let mut o = RunOpts::new(image(), id);
+    o.namespace = NS.into();
+    o.args = args.iter().map(|s| s.to_string()).collect();
+    o
+}
+
+fn run(o: RunOpts) -> RunResult {
+    let id = o.id.clone();
+    let result = containerd().run(o);
+    containerd().assert_no_debris(NS, &id);
+    result
+}
+
+/// A bundle-less exact spec for `ctr run --config`: containerd's default spec with a root
+/// directory holding the probe, and `edit` applied.
+fn exact_spec(id: &str, args: &[&str], edit: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
+    let dir = work_dir().join("specs").join(id);
+    let rootfs = dir.join("rootfs");
+    fs::create_dir_all(&rootfs).unwrap();
+    fs::copy(guests_dir().join("probe.wasm"), rootfs.join("probe.wasm")).unwrap();
+    let mut spec = containerd().default_spec();
+    let mut argv = vec!["/probe.wasm".to_string()];
+    argv.extend(args.iter().map(|s| s.to_string()));
+    spec["process"]["args"] = serde_json::json!(argv);
+    spec["root"] = serde_json::json!({ "path": rootfs, "readonly": false });
+    edit(&mut spec);
+    let config = dir.join("config.json");
+    fs::write(&config, spec.to_string()).unwrap();
+    config
+}
+
+fn spec_opts(config: &Path, id: &str) -> RunOpts {
+    RunOpts {
+        namespace: NS.into(),
+        extra_flags: vec!["--config".into()],
+        ..RunOpts::new(&config.display().to_string(), id)
+    }
+}
+
+/// Runs `o` in the background until its task is RUNNING, hands the guest's pid to `inspect`,
+/// then ends the task with SIGKILL and checks nothing is left.
+fn while_running<T>(o: RunOpts, inspect: impl FnOnce(i32) -> T) -> T {
+    let id = o.id.clone();
+    let mut running = containerd().spawn_run(o);
+    assert!(
+        running.wait_running(Duration::from_secs(60)),
+        "{id} never ran"
+    );
+    let pid = containerd().task_pid(NS, &id);
+    let seen = inspect(pid);
+    containerd().ctr_ok(&["-n", NS, "tasks", "kill", "--signal", "SIGKILL", &id]);
+    running.wait().assert_code(137);
+    containerd().assert_no_debris(NS, &id);
+    seen
+}
+
+fn ns_link(pid: &str, ns: &str) -> String {
+    fs::read_link(format!("/proc/{pid}/ns/{ns}"))
+        .unwrap()
+        .display()
+        .to_string()
+}
+
+#[test]
+fn device_nodes_in_an_image_cannot_be_opened() {
+    for (i, path) in ["/null-copy", "/host-disk"].into_iter().enumerate() {
+        let id = unique_id(&format!("devnode{i}"));
+        // The node is there, as the image put it...
+        let r = run(opts(&id, &["/probe.wasm", "stat", path]));
+        r.assert_code(0);
+        assert_eq!(r.stdout_str(), "other 0\n", "{path} is a device node");
+        // ...and opening it is refused by the kernel (the rootfs is nodev): nothing is read.
+        let r = run(opts(&format!("{id}-read"), &["/probe.wasm", "read", path]));
+        r.assert_code(1);
+        assert_eq!(r.stdout_str(), "", "{path}: nothing may be read");
+        assert!(
+            r.stderr_str().starts_with("error: PermissionDenied"),
+            "{path}: {}",
+            r.stderr_str()
+        );
+    }
+    // The devices the shim itself puts in /dev still work.
+    let r = run(opts(
+        &unique_id("devnull"),
+        &["/probe.wasm", "read", "/dev/null"],
+    ));
+    r.assert_code(0);
+    assert_eq!(r.stdout_str(), "");
+}
+
+/// A spec asking for uid 1000, gid 1000, group 1001, umask 077, oom_score_adj 500 and a
+/// seccomp profile that refuses mkdir.
+fn user_spec(id: &str, args: &[&str], out: &Path) -> PathBuf {
+    exact_spec(id, args, |spec| {
+        spec["process"]["user"] =
+            serde_json::json!({ "uid": 1000, "gid": 1000, "additionalGids": [1001], "umask": 63 });
+        spec["process"]["oomScoreAdj"] = serde_json::json!(500);
+        spec["linux"]["seccomp"] = serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": ["SCMP_ARCH_X86_64"],
+            "syscalls": [{ "names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1 }]
+        });
+        spec["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({
+                "destination": "/out", "type": "bind", "source": out, "options": ["rbind", "rw"]
+            }));
+    })
+}
+
+#[test]
+fn the_specs_user_groups_umask_and_seccomp_hold_in_the_guest() {
+    let out = work_dir().join("user-out");
+    fs::create_dir_all(&out).unwrap();
+    fs::set_permissions(&out, fs::Permissions::from_mode(0o777)).unwrap();
+
+    let id = unique_id("user-write");
+    let config = user_spec(&id, &["write", "/out/made", "by the guest"], &out);
+    run(spec_opts(&config, &id)).assert_code(0);
+    let made = fs::metadata(out.join("made")).unwrap();
+    assert_eq!((made.uid(), made.gid()), (1000, 1000), "owner of the file");
+    assert_eq!(made.mode() & 0o777, 0o600, "umask 077 applied");
+
+    // The profile's refused call fails in the guest, with the profile's errno (EPERM).
+    let id = unique_id("user-mkdir");
+    let config = user_spec(&id, &["mkdir", "/out/dir"], &out);
+    let r = run(spec_opts(&config, &id));
+    r.assert_code(1);
+    assert!(
+        r.stderr_str().starts_with("error: PermissionDenied"),
+        "{}",
+        r.stderr_str()
+    );
+    assert!(!out.join("dir").exists(), "mkdir must not have happened");
+
+    let id = unique_id("user-status");
+    let config = user_spec(&id, &["sleep", "60"], &out);
+    let seen = while_running(spec_opts(&config, &id), |pid| {
+        let field = |f: &str| proc_status(pid, f);
+        (
+            [
+                field("Uid"),
+                field("Gid"),
+                field("Groups"),
+                field("CapEff"),
+                field("CapPrm"),
+                field("NoNewPrivs"),
+                field("Seccomp"),
+            ],
+            fs::read_to_string(format!("/proc/{pid}/oom_score_adj")).unwrap(),
+        )
+    });
+    assert_eq!(
+        seen.0,
+        [
+            "1000\t1000\t1000\t1000",
+            "1000\t1000\t1000\t1000",
+            "1001",
+            "0000000000000000",
+            "0000000000000000",
+            "1",
+            "2"
+        ]
+    );
+    assert_eq!(seen.1.trim(), "500");
+}
+
+#[test]
+fn every_namespace_the_spec_names_is_the_guests_own_or_the_one_given() {
+    // A network namespace made outside containerd, joined by path as CRI joins a pod's.
+    let mut holder = Command::new("unshare")
+        .args(["--net", "sleep", "120"])
+        .spawn()
+        .unwrap();
+    let holder_pid = holder.id().to_string();
+    let holder_ns = wait_for_own_netns(&holder_pid);
+    let id = unique_id("namespaces");
+    let net_path = format!("/proc/{holder_pid}/ns/net");
+    let config = exact_spec(&id, &["sleep", "60"], |spec| {
+        spec["hostname"] = serde_json::json!("wasm-ns-test");
+        let namespaces = spec["linux"]["namespaces"].as_array_mut().unwrap();
+        namespaces.retain(|n| n["type"] != "network");
+        namespaces.push(serde_json::json!({ "type": "network", "path": net_path }));
+        namespaces.push(serde_json::json!({ "type": "cgroup" }));
+    });
+    let seen = while_running(spec_opts(&config, &id), |pid| {
+        let pid = pid.to_string();
+        let hostname = Command::new("nsenter")
+            .args(["-u", "-t", &pid, "hostname"])
+            .output()
+            .unwrap();
+        (
+            ["pid", "ipc", "uts", "mnt", "cgroup"]
+                .map(|ns| (ns, ns_link(&pid, ns), ns_link("self", ns))),
+            ns_link(&pid, "net"),
+            proc_status(pid.parse().unwrap(), "NSpid"),
+            String::from_utf8_lossy(&hostname.stdout).trim().to_string(),
+            pid,
+        )
+    });
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let (own, net, nspid, hostname, pid) = seen;
+    for (ns, guest, host) in own {
+        assert_ne!(guest, host, "the guest's {ns} namespace is the host's");
+    }
+    assert_eq!(net, holder_ns, "the network namespace given by path");
+    assert_eq!(nspid, format!("{pid}\t1"), "PID 1 of its own pid namespace");
+    assert_eq!(hostname, "wasm-ns-test");
+}
+
+/// The holder's net namespace once `unshare` has made it (it execs `sleep` right after).
+fn wait_for_own_netns(pid: &str) -> String {
+    let host = ns_link("self", "net");
+    for _ in 0..500 {
+        let link = fs::read_link(format!("/proc/{pid}/ns/net")).map(|l| l.display().to_string());
+        if let Ok(link) = link {
+            let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if link != host && comm.trim() == "sleep" {
+                return link;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("unshare --net never entered its namespace");
+}
+
+#[test]
+fn capabilities_groups_and_seccomp_under_ctrs_default_spec_equal_runcs() {
+    const FIELDS: [&str; 10] = [
+        "Uid",
+        "Gid",
+        "Groups",
+        "CapInh",
+        "CapPrm",
+        "CapEff",
+        "CapBnd",
+        "CapAmb",
+        "NoNewPrivs",
+        "Seccomp",
+    ];
+    let read = |pid: i32| FIELDS.map(|f| (f, proc_status(pid, f)));
+    let id = unique_id("caps-runc");
+    let mut native = opts(&id, &["/sleeper", "60"]);
+    native.runtime = "io.containerd.runc.v2".into();
+    native.extra_flags = vec!["--seccomp".into()];
+    let runc = while_running(native, read);
+    let id = unique_id("caps-wasm");
+    let mut wasm = opts(&id, &["/probe.wasm", "sleep", "60"]);
+    wasm.extra_flags = vec!["--seccomp".into()];
+    let shim = while_running(wasm, read);
+    assert_eq!(shim, runc, "wasm guest vs runc's native process");
+    assert_eq!(
+        shim[9].1, "2",
+        "containerd's default seccomp profile is applied"
+    );
+}
+
+/// The targets of a process's descriptors, by number.
+fn fd_targets(pid: i32) -> Vec<(String, String)> {
+    let mut targets = Vec::new();
+    for entry in fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
+        if let Ok(target) = fs::read_link(entry.path()) {
+            let fd = entry.file_name().to_string_lossy().into_owned();
+            targets.push((fd, target.display().to_string()));
+        }
+    }
+    targets
+}
+
+/// Waits until containerd's log has a line with `text` from the shim of container `id`.
+fn wait_for_log(text: &str, id: &str) {
+    let log = containerd().dir.join("containerd.log");
+    let tag = format!("id={id} ");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        let found = fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains(&tag) && l.contains(text));
+        if found {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("no {text:?} from {id} in {}", log.display());
+}
+
+#[test]
+fn a_guest_holds_no_descriptor_of_the_shim_or_of_another_container() {
+    let other = unique_id("fds-other");
+    let mut other_run = containerd().spawn_run(opts(&other, &["/probe.wasm", "sleep", "60"]));
+    assert!(other_run.wait_running(Duration::from_secs(60)));
+    let id = unique_id("fds");
+    let (guest, shim) = while_running(opts(&id, &["/probe.wasm", "sleep", "60"]), |pid| {
+        // Until then the guest may still hold the pipe its compiled module goes back on.
+        wait_for_log("running module", &id);
+        (fd_targets(pid), fd_targets(parent_pid(pid)))
+    });
+    containerd().ctr_ok(&["-n", NS, "tasks", "kill", "--signal", "SIGKILL", &other]);
+    other_run.wait().assert_code(137);
+    containerd().assert_no_debris(NS, &other);
+    let names: Vec<&str> = guest.iter().map(|(n, _)| n.as_str()).collect();
+    for fd in ["0", "1", "2"] {
+        assert!(names.contains(&fd), "stdio {fd} missing: {guest:?}");
+    }
+    for (fd, target) in &guest {
+        assert!(
+            !target.contains(&other),
+            "fd {fd} is the other container's: {target}"
+        );
+        assert!(
+            !target.contains("memfd:"),
+            "fd {fd} is the module's memfd: {target}"
+        );
+        assert!(
+            !target.contains("/cache/"),
+            "fd {fd} is in the module cache: {target}"
+        );
+        assert!(
+            !target.contains("/ptmx"),
+            "fd {fd} is a terminal master: {target}"
+        );
+        // Shared with the shim only: this container's own stdio and log (and /dev/null).
+        // (Every epoll or eventfd descriptor reads the same anon inode name: those are told
+        // apart by nothing here, and the guest's are its own engine's.)
+        let shared = !target.starts_with("anon_inode:") && shim.iter().any(|(_, t)| t == target);
+        let own = target.contains(&id) || target == "/dev/null";
+        assert!(
+            !shared || own,
+            "fd {fd} is one of the shim's: {target}\nguest: {guest:?}\nshim: {shim:?}"
+        );
+    }
+}
+
+#[test]
+fn a_symlink_swapped_in_a_volume_during_create_never_lands_a_mount_outside_the_rootfs() {
+    use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+    let volume = work_dir().join("race-volume");
+    fs::create_dir_all(volume.join("d")).unwrap();
+    let _ = fs::remove_file(volume.join("d-link"));
+    std::os::unix::fs::symlink("/", volume.join("d-link")).unwrap();
+    // A name no host directory has: a mount point created outside the root would show here.
+    let marker = format!("wasm-race-{}", unique_id("m"));
+    let escaped = Path::new("/").join(&marker);
+    let stop = AtomicBool::new(false);
+    /// Stops the flipper even when an assertion below panics (else the scope never ends).
+    struct StopOnDrop<'a>(&'a AtomicBool);
+    impl Drop for StopOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    std::thread::scope(|scope| {
+        let _stop = StopOnDrop(&stop);
+        scope.spawn(|| {
+            // Atomically swaps the directory and the symlink to / under the same name.
+            while !stop.load(Ordering::Relaxed) {
+                let _ = renameat2(
+                    AT_FDCWD,
+                    volume.join("d").as_path(),
+                    AT_FDCWD,
+                    volume.join("d-link").as_path(),
+                    RenameFlags::RENAME_EXCHANGE,
+                );
+            }
+        });
+        for round in 0..200 {
+            let id = unique_id(&format!("race{round}"));
+            let mut o = opts(&id, &["/probe.wasm", "exit", "0"]);
+            o.extra_flags = vec![
+                "--mount".into(),
+                format!(
+                    "type=bind,src={},dst=/vol,options=rbind:rw",
+                    volume.display()
+                ),
+                "--mount".into(),
+                format!("type=tmpfs,src=tmpfs,dst=/vol/d/{marker},options=nosuid"),
+            ];
+            let r = run(o);
+            assert!(
+                !escaped.exists(),
+                "round {round}: {} was created on the host",
+                escaped.display()
+            );
+            // Either way the mount lands inside the container: in the volume's real
+            // directory, or (through the link, which resolves inside the root) at /MARKER.
+            r.assert_code(0);
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    assert!(!escaped.exists());
+}
