@@ -12,6 +12,7 @@ use std::time::SystemTime;
 use containerd_shim::api::Status;
 use tokio::sync::{oneshot, watch};
 
+use crate::cgroup::Cgroup;
 use crate::console::Console;
 
 use crate::error::{Error, Result};
@@ -37,6 +38,8 @@ pub struct StdioPaths {
 enum State {
     Created,
     Running,
+    /// Frozen by Pause (the cgroup freezer); Resume goes back to Running.
+    Paused,
     Stopped(ExitInfo),
 }
 
@@ -87,8 +90,41 @@ impl Process {
         match self.state {
             State::Created => Status::CREATED,
             State::Running => Status::RUNNING,
+            State::Paused => Status::PAUSED,
             State::Stopped(_) => Status::STOPPED,
         }
+    }
+
+    /// `Running -> Paused`, once the caller has frozen the cgroup.
+    pub fn set_paused(&mut self) -> Result<()> {
+        match self.state {
+            State::Running => {
+                self.state = State::Paused;
+                Ok(())
+            }
+            _ => Err(Error::FailedPrecondition(format!(
+                "process {} is not running, so it cannot be paused",
+                self.pid
+            ))),
+        }
+    }
+
+    /// `Paused -> Running`, once the caller has thawed the cgroup.
+    pub fn set_resumed(&mut self) -> Result<()> {
+        match self.state {
+            State::Paused => {
+                self.state = State::Running;
+                Ok(())
+            }
+            _ => Err(Error::FailedPrecondition(format!(
+                "process {} is not paused",
+                self.pid
+            ))),
+        }
+    }
+
+    pub fn is_paused(&self) -> bool {
+        matches!(self.state, State::Paused)
     }
 
     pub fn exit(&self) -> Option<ExitInfo> {
@@ -110,7 +146,7 @@ impl Process {
                 self.state = State::Running;
                 Ok(())
             }
-            State::Running => Err(Error::FailedPrecondition(format!(
+            State::Running | State::Paused => Err(Error::FailedPrecondition(format!(
                 "process {} is already running",
                 self.pid
             ))),
@@ -185,6 +221,8 @@ pub struct Container {
     /// Whether the shim mounted the rootfs (and so must unmount it on delete).
     pub rootfs_mounted: bool,
     pub init: Process,
+    /// The container's cgroup (placement, limits, stats, freezer).
+    pub cgroup: Cgroup,
 }
 
 impl Container {
@@ -218,7 +256,7 @@ impl Container {
     pub fn check_deletable(&self, exec_id: &str) -> Result<()> {
         let process = self.process(exec_id)?;
         match process.state {
-            State::Running => Err(Error::FailedPrecondition(format!(
+            State::Running | State::Paused => Err(Error::FailedPrecondition(format!(
                 "cannot delete {}: the process is running; kill it first",
                 self.id
             ))),

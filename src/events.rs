@@ -6,7 +6,9 @@
 
 use std::time::SystemTime;
 
-use containerd_shim::protos::events::task::{TaskCreate, TaskDelete, TaskExit, TaskStart};
+use containerd_shim::protos::events::task::{
+    TaskCreate, TaskDelete, TaskExit, TaskOOM, TaskPaused, TaskResumed, TaskStart,
+};
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim::protos::protobuf::MessageDyn;
 use containerd_shim::protos::topics;
@@ -68,6 +70,30 @@ impl Events {
             ..Default::default()
         };
         self.send(topics::TASK_START_EVENT_TOPIC, Box::new(event));
+    }
+
+    pub fn task_oom(&self, id: &str) {
+        let event = TaskOOM {
+            container_id: id.to_string(),
+            ..Default::default()
+        };
+        self.send(topics::TASK_OOM_EVENT_TOPIC, Box::new(event));
+    }
+
+    pub fn task_paused(&self, id: &str) {
+        let event = TaskPaused {
+            container_id: id.to_string(),
+            ..Default::default()
+        };
+        self.send(topics::TASK_PAUSED_EVENT_TOPIC, Box::new(event));
+    }
+
+    pub fn task_resumed(&self, id: &str) {
+        let event = TaskResumed {
+            container_id: id.to_string(),
+            ..Default::default()
+        };
+        self.send(topics::TASK_RESUMED_EVENT_TOPIC, Box::new(event));
     }
 
     pub fn task_exit(&self, id: &str, exec_id: &str, pid: u32, status: u32, at: SystemTime) {

@@ -7,6 +7,7 @@
 //! `confine` decides (in the shim) and applies (in the guest) the container's confinement;
 //! `module` hands the module's bytes and its compiled-cache entry to the guest.
 
+pub mod cgroup;
 pub mod confine;
 pub mod console;
 pub mod container;

@@ -15,6 +15,7 @@ use containerd_shim::ExitSignal;
 use log::{debug, info, warn};
 use tokio::sync::Mutex;
 
+use crate::cgroup::Cgroup;
 use crate::container::{send_signal, Container, ExitInfo, Process, StdioPaths};
 use crate::engine::cache::ModuleCache;
 use crate::engine::wasmer::engine_key;
@@ -76,8 +77,8 @@ impl Service {
         let rootfs = spec::rootfs_path(&spec, &bundle)?;
         let mounted = rootfs::mount(&req.rootfs, &rootfs)?;
         let created = self.create_in_rootfs(req, &spec, &bundle, &rootfs).await;
-        let init = match created {
-            Ok(init) => init,
+        let (init, cgroup) = match created {
+            Ok(created) => created,
             Err(e) => {
                 if mounted {
                     let _ = rootfs::unmount(&rootfs);
@@ -96,6 +97,7 @@ impl Service {
                 rootfs,
                 rootfs_mounted: mounted,
                 init,
+                cgroup,
             },
         );
         Ok(pid)
@@ -107,8 +109,14 @@ impl Service {
         spec: &oci_spec::runtime::Spec,
         bundle: &Path,
         rootfs: &Path,
-    ) -> Result<Process> {
+    ) -> Result<(Process, Cgroup)> {
         let mut plan = spec::plan(&req.id, spec, rootfs)?;
+        let linux = spec.linux().as_ref();
+        let cgroup = Cgroup::new(linux.and_then(|l| l.cgroups_path().as_deref()), &req.id)?;
+        let placement = Placement {
+            cgroup,
+            resources: linux.and_then(|l| l.resources().clone()),
+        };
         let handoff = module::hand_off(rootfs, &plan.module, self.cache.as_ref())?;
         plan.cache = CacheUse {
             entry: handoff.cache_entry.is_some(),
@@ -133,8 +141,8 @@ impl Service {
                 artifact_out: handoff.artifact_out,
                 terminal: false,
             };
-            let guest = spawn_guest(plan, fds, bundle).await?;
-            return Ok(Process::new(guest, stdio, opened.stdin_hold));
+            let (guest, cgroup) = spawn_guest(plan, fds, bundle, placement).await?;
+            return Ok((Process::new(guest, stdio, opened.stdin_hold), cgroup));
         }
         let tty = console::open(&req.stdin, &req.stdout)?;
         let slave = |what: &str| {
@@ -152,8 +160,10 @@ impl Service {
             artifact_out: handoff.artifact_out,
             terminal: true,
         };
-        let guest = spawn_guest(plan, fds, bundle).await?;
-        Ok(Process::new(guest, stdio, tty.stdin_hold).with_console(tty.console, tty.output_done))
+        let (guest, cgroup) = spawn_guest(plan, fds, bundle, placement).await?;
+        let process =
+            Process::new(guest, stdio, tty.stdin_hold).with_console(tty.console, tty.output_done);
+        Ok((process, cgroup))
     }
 
     pub async fn start(&self, id: &str, exec_id: &str) -> Result<u32> {
@@ -212,6 +222,7 @@ impl Service {
             .ok_or_else(|| Error::not_found_container(id))?;
         container.check_deletable(exec_id)?;
         let container = containers.remove(id).expect("checked above");
+        drop(containers);
         let pid = container.init.pid as u32;
         let exit = container.init.exit().unwrap_or(ExitInfo {
             status: EXIT_KILLED,
@@ -223,6 +234,7 @@ impl Service {
             }
         }
         let _ = std::fs::remove_file(container.bundle.join(PID_FILE));
+        remove_cgroup_when_empty(container.cgroup).await;
         info!("delete id={id} pid={pid} exit_status={}", exit.status);
         self.events.task_delete(id, pid, exit.status, exit.at);
         Ok((pid, exit))
@@ -302,6 +314,76 @@ impl Service {
         }
     }
 
+    /// Pause: freezes the container's cgroup; State shows PAUSED.
+    pub async fn pause(&self, id: &str) -> Result<()> {
+        let mut containers = self.containers.lock().await;
+        let container = containers
+            .get_mut(id)
+            .ok_or_else(|| Error::not_found_container(id))?;
+        if container.init.status() != containerd_shim::api::Status::RUNNING {
+            return Err(Error::FailedPrecondition(format!(
+                "container {id} is not running, so it cannot be paused"
+            )));
+        }
+        container.cgroup.freeze()?;
+        container.init.set_paused()?;
+        info!("pause id={id}");
+        self.events.task_paused(id);
+        Ok(())
+    }
+
+    /// Resume: thaws the container's cgroup.
+    pub async fn resume(&self, id: &str) -> Result<()> {
+        let mut containers = self.containers.lock().await;
+        let container = containers
+            .get_mut(id)
+            .ok_or_else(|| Error::not_found_container(id))?;
+        if !container.init.is_paused() {
+            return Err(Error::FailedPrecondition(format!(
+                "container {id} is not paused"
+            )));
+        }
+        container.cgroup.thaw()?;
+        container.init.set_resumed()?;
+        info!("resume id={id}");
+        self.events.task_resumed(id);
+        Ok(())
+    }
+
+    /// Update: new `linux.resources` (the JSON containerd sends) for a running container.
+    pub async fn update(&self, id: &str, resources: &[u8]) -> Result<()> {
+        let resources: oci_spec::runtime::LinuxResources = serde_json::from_slice(resources)
+            .map_err(|e| {
+                Error::InvalidArgument(format!(
+                    "the update's resources are not OCI linux.resources: {e}"
+                ))
+            })?;
+        let containers = self.containers.lock().await;
+        let container = containers
+            .get(id)
+            .ok_or_else(|| Error::not_found_container(id))?;
+        if container.init.is_stopped() {
+            return Err(Error::FailedPrecondition(format!(
+                "container {id} has exited; there is nothing to update"
+            )));
+        }
+        container.cgroup.apply(resources)?;
+        info!("update id={id}");
+        Ok(())
+    }
+
+    /// Stats: the cgroup's metrics, as containerd's cgroups v1 or v2 Metrics.
+    pub async fn stats(
+        &self,
+        id: &str,
+    ) -> Result<containerd_shim::protos::protobuf::well_known_types::any::Any> {
+        let containers = self.containers.lock().await;
+        let container = containers
+            .get(id)
+            .ok_or_else(|| Error::not_found_container(id))?;
+        container.cgroup.metrics()
+    }
+
     /// The init pid of a container, for Connect.
     pub async fn init_pid(&self, id: &str) -> Option<u32> {
         let containers = self.containers.lock().await;
@@ -343,6 +425,12 @@ impl Service {
             return;
         };
         let status = code as u32;
+        // The OOM killer's kill shows in the cgroup's count; TaskOOM goes first, so that
+        // CRI has it when it records the exit (reason OOMKilled).
+        if status == EXIT_KILLED && container.cgroup.oom_kills() > 0 {
+            info!("oom id={} pid={pid}", container.id);
+            self.events.task_oom(&container.id);
+        }
         if let Some(info) = container.init.set_exited(status, SystemTime::now()) {
             info!("exit id={} pid={pid} status={status}", container.id);
             self.events
@@ -351,13 +439,53 @@ impl Service {
     }
 }
 
-/// Starts the guest process (blocking work, off the runtime) and records its pid.
-async fn spawn_guest(plan: RunPlan, fds: GuestFds, bundle: &Path) -> Result<GuestProcess> {
-    let guest = tokio::task::spawn_blocking(move || GuestProcess::spawn(&plan, fds))
-        .await
-        .map_err(|e| Error::Internal(format!("guest spawn task failed: {e}")))??;
-    write_pid_file(bundle, guest.pid);
-    Ok(guest)
+/// Where a new guest goes: its cgroup, with the spec's `linux.resources`.
+struct Placement {
+    cgroup: Cgroup,
+    resources: Option<oci_spec::runtime::LinuxResources>,
+}
+
+/// Starts the guest process (blocking work, off the runtime), places it in its cgroup before
+/// it runs anything, and records its pid. A failure removes the cgroup again.
+async fn spawn_guest(
+    plan: RunPlan,
+    fds: GuestFds,
+    bundle: &Path,
+    placement: Placement,
+) -> Result<(GuestProcess, Cgroup)> {
+    let (spawned, cgroup) = tokio::task::spawn_blocking(move || {
+        let Placement { cgroup, resources } = placement;
+        let spawned = GuestProcess::spawn(&plan, fds, |pid| cgroup.place(pid, resources.as_ref()));
+        (spawned, cgroup)
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("guest spawn task failed: {e}")))?;
+    match spawned {
+        Ok(guest) => {
+            write_pid_file(bundle, guest.pid);
+            Ok((guest, cgroup))
+        }
+        Err(e) => {
+            remove_cgroup_when_empty(cgroup).await;
+            Err(e)
+        }
+    }
+}
+
+/// Removes a cgroup whose processes are ending (killed, or exited): their exit can lag the
+/// call by a moment, during which the kernel refuses to remove a cgroup that holds them.
+pub async fn remove_cgroup_when_empty(cgroup: Cgroup) {
+    let mut last = None;
+    for _ in 0..100 {
+        match cgroup.remove() {
+            Ok(()) => return,
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    if let Some(e) = last {
+        warn!("{e}");
+    }
 }
 
 /// The bundle's `log` FIFO, where containerd reads the shim's log; /dev/null if it has none.

@@ -13,9 +13,10 @@ use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{spawn, Config, ExitSignal, Flags, Shim, StartOpts};
 use log::{info, warn};
 
+use crate::cgroup::Cgroup;
 use crate::events::{timestamp, Events};
 use crate::logger::LineLogger;
-use crate::service::{Service, EXIT_KILLED, PID_FILE};
+use crate::service::{remove_cgroup_when_empty, Service, EXIT_KILLED, PID_FILE};
 use crate::task::TaskService;
 use crate::{rootfs, spec};
 
@@ -30,6 +31,8 @@ pub struct WasmShim {
     exit: Arc<ExitSignal>,
     namespace: String,
     bundle: PathBuf,
+    /// The container id containerd passed (`-id`).
+    id: String,
 }
 
 #[async_trait]
@@ -51,6 +54,7 @@ impl Shim for WasmShim {
             exit: Arc::new(ExitSignal::default()),
             namespace: args.namespace.clone(),
             bundle,
+            id: args.id.clone(),
         }
     }
 
@@ -73,13 +77,23 @@ impl Shim for WasmShim {
     /// rootfs, and report the task as killed (137), as runc's shim does.
     async fn delete_shim(&mut self) -> containerd_shim::Result<DeleteResponse> {
         let pid = kill_leftover_guest(&self.bundle);
-        if let Some(root) = spec::load_spec(&self.bundle)
-            .ok()
-            .and_then(|s| spec::rootfs_path(&s, &self.bundle).ok())
+        let spec = spec::load_spec(&self.bundle).ok();
+        if let Some(root) = spec
+            .as_ref()
+            .and_then(|s| spec::rootfs_path(s, &self.bundle).ok())
         {
             if let Err(e) = rootfs::unmount(&root) {
                 warn!("delete: {e}");
             }
+        }
+        // The lost shim's cgroup goes too, once the killed guest has left it.
+        let cgroups_path = spec
+            .as_ref()
+            .and_then(|s| s.linux().as_ref())
+            .and_then(|l| l.cgroups_path().clone());
+        match Cgroup::new(cgroups_path.as_deref(), &self.id) {
+            Ok(cgroup) => remove_cgroup_when_empty(cgroup).await,
+            Err(e) => warn!("delete: {e}"),
         }
         Ok(DeleteResponse {
             pid: pid.unwrap_or(0) as u32,

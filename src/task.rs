@@ -140,12 +140,14 @@ impl Task for TaskService {
         Ok(Empty::new())
     }
 
-    async fn pause(&self, _ctx: &TtrpcContext, _req: PauseRequest) -> TtrpcResult<Empty> {
-        unimplemented("pause")
+    async fn pause(&self, _ctx: &TtrpcContext, req: PauseRequest) -> TtrpcResult<Empty> {
+        self.service.pause(&req.id).await?;
+        Ok(Empty::new())
     }
 
-    async fn resume(&self, _ctx: &TtrpcContext, _req: ResumeRequest) -> TtrpcResult<Empty> {
-        unimplemented("resume")
+    async fn resume(&self, _ctx: &TtrpcContext, req: ResumeRequest) -> TtrpcResult<Empty> {
+        self.service.resume(&req.id).await?;
+        Ok(Empty::new())
     }
 
     async fn checkpoint(
@@ -156,11 +158,16 @@ impl Task for TaskService {
         unimplemented("checkpoint")
     }
 
-    async fn update(&self, _ctx: &TtrpcContext, _req: UpdateTaskRequest) -> TtrpcResult<Empty> {
-        unimplemented("update of resources")
+    async fn update(&self, _ctx: &TtrpcContext, req: UpdateTaskRequest) -> TtrpcResult<Empty> {
+        self.service.update(&req.id, &req.resources.value).await?;
+        Ok(Empty::new())
     }
 
-    async fn stats(&self, _ctx: &TtrpcContext, _req: StatsRequest) -> TtrpcResult<StatsResponse> {
-        unimplemented("stats")
+    async fn stats(&self, _ctx: &TtrpcContext, req: StatsRequest) -> TtrpcResult<StatsResponse> {
+        let stats = self.service.stats(&req.id).await?;
+        Ok(StatsResponse {
+            stats: MessageField::some(stats),
+            ..Default::default()
+        })
     }
 }

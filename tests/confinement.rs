@@ -317,13 +317,18 @@ fn capabilities_groups_and_seccomp_under_ctrs_default_spec_equal_runcs() {
     );
 }
 
-/// The targets of a process's descriptors, by number.
-fn fd_targets(pid: i32) -> Vec<(String, String)> {
+/// (number, target, (device, inode)) of one descriptor.
+type FdTarget = (String, String, Option<(u64, u64)>);
+
+/// A process's descriptors: number, target as /proc shows it, and the (device, inode) of
+/// the object, which tells two objects apart where their names read the same.
+fn fd_targets(pid: i32) -> Vec<FdTarget> {
     let mut targets = Vec::new();
     for entry in fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
         if let Ok(target) = fs::read_link(entry.path()) {
             let fd = entry.file_name().to_string_lossy().into_owned();
-            targets.push((fd, target.display().to_string()));
+            let identity = fs::metadata(entry.path()).ok().map(|m| (m.dev(), m.ino()));
+            targets.push((fd, target.display().to_string(), identity));
         }
     }
     targets
@@ -361,11 +366,11 @@ fn a_guest_holds_no_descriptor_of_the_shim_or_of_another_container() {
     containerd().ctr_ok(&["-n", NS, "tasks", "kill", "--signal", "SIGKILL", &other]);
     other_run.wait().assert_code(137);
     containerd().assert_no_debris(NS, &other);
-    let names: Vec<&str> = guest.iter().map(|(n, _)| n.as_str()).collect();
+    let names: Vec<&str> = guest.iter().map(|(n, _, _)| n.as_str()).collect();
     for fd in ["0", "1", "2"] {
         assert!(names.contains(&fd), "stdio {fd} missing: {guest:?}");
     }
-    for (fd, target) in &guest {
+    for (fd, target, identity) in &guest {
         assert!(
             !target.contains(&other),
             "fd {fd} is the other container's: {target}"
@@ -385,7 +390,9 @@ fn a_guest_holds_no_descriptor_of_the_shim_or_of_another_container() {
         // Shared with the shim only: this container's own stdio and log (and /dev/null).
         // (Every epoll or eventfd descriptor reads the same anon inode name: those are told
         // apart by nothing here, and the guest's are its own engine's.)
-        let shared = !target.starts_with("anon_inode:") && shim.iter().any(|(_, t)| t == target);
+        let shared = !target.starts_with("anon_inode:")
+            && identity.is_some()
+            && shim.iter().any(|(_, _, i)| i == identity);
         let own = target.contains(&id) || target == "/dev/null";
         assert!(
             !shared || own,
@@ -451,4 +458,189 @@ fn a_symlink_swapped_in_a_volume_during_create_never_lands_a_mount_outside_the_r
         stop.store(true, Ordering::Relaxed);
     });
     assert!(!escaped.exists());
+}
+
+/// A file of the container's cgroup in one v1 controller (ctr's cgroupsPath is
+/// `/<namespace>/<id>`).
+fn cgroup_file(controller: &str, id: &str, file: &str) -> String {
+    let path = format!("/sys/fs/cgroup/{controller}/{NS}/{id}/{file}");
+    fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("read {path}: {e}"))
+        .trim()
+        .to_string()
+}
+
+/// `ctr task metrics` of a task: the value column of one metric row.
+fn metric(id: &str, name: &str) -> u64 {
+    let out = containerd().ctr_ok(&["-n", NS, "tasks", "metrics", id]);
+    out.lines()
+        .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{out}"))
+}
+
+#[test]
+fn the_guest_runs_in_its_cgroup_with_the_specs_limits_and_metrics_show_it() {
+    let id = unique_id("cgroup");
+    let mut o = opts(&id, &["/probe.wasm", "spin"]);
+    o.extra_flags = vec![
+        "--memory-limit".into(),
+        (96u64 << 20).to_string(),
+        "--cpu-quota".into(),
+        "50000".into(),
+        "--cpu-period".into(),
+        "100000".into(),
+    ];
+    while_running(o, |pid| {
+        let cgroups = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        let wanted = format!("/{NS}/{id}");
+        for controller in ["memory", "cpu", "cpuacct", "pids", "freezer"] {
+            let placed = cgroups.lines().any(|l| {
+                let mut parts = l.splitn(3, ':').skip(1);
+                let (ctrls, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                ctrls.split(',').any(|c| c == controller) && path == wanted
+            });
+            assert!(placed, "{controller} not {wanted}: {cgroups}");
+        }
+        assert_eq!(
+            cgroup_file("memory", &id, "memory.limit_in_bytes"),
+            (96u64 << 20).to_string()
+        );
+        assert_eq!(cgroup_file("cpu", &id, "cpu.cfs_quota_us"), "50000");
+        assert_eq!(cgroup_file("cpu", &id, "cpu.cfs_period_us"), "100000");
+        assert_eq!(metric(&id, "memory.limit_in_bytes"), 96u64 << 20);
+        assert!(metric(&id, "memory.usage_in_bytes") > 0);
+        assert!(metric(&id, "cpuacct.usage") > 0);
+        // Pause freezes the spinning guest: its CPU time stands still, `ctr task ls` says
+        // PAUSED; resume lets it go on.
+        containerd().ctr_ok(&["-n", NS, "tasks", "pause", &id]);
+        assert_eq!(containerd().task_status(NS, &id).as_deref(), Some("PAUSED"));
+        let frozen = metric(&id, "cpuacct.usage");
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            metric(&id, "cpuacct.usage"),
+            frozen,
+            "CPU time moved while paused"
+        );
+        containerd().ctr_ok(&["-n", NS, "tasks", "resume", &id]);
+        assert_eq!(
+            containerd().task_status(NS, &id).as_deref(),
+            Some("RUNNING")
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            metric(&id, "cpuacct.usage") > frozen,
+            "no CPU time after resume"
+        );
+    });
+    assert!(
+        !Path::new(&format!("/sys/fs/cgroup/memory/{NS}/{id}")).exists(),
+        "the cgroup is removed at Delete"
+    );
+}
+
+#[test]
+fn a_pids_limit_from_the_spec_reaches_the_cgroup() {
+    let id = unique_id("pids");
+    let config = exact_spec(&id, &["sleep", "60"], |spec| {
+        spec["linux"]["cgroupsPath"] = serde_json::json!(format!("/{NS}/{id}"));
+        spec["linux"]["resources"]["pids"] = serde_json::json!({ "limit": 16 });
+    });
+    let max = while_running(spec_opts(&config, &id), |_| {
+        cgroup_file("pids", &id, "pids.max")
+    });
+    assert_eq!(max, "16");
+}
+
+/// `ctr events`, read line by line on a thread of its own.
+struct EventStream {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl EventStream {
+    fn start() -> EventStream {
+        use std::io::BufRead;
+        let mut child = Command::new("ctr")
+            .arg("--address")
+            .arg(&containerd().socket)
+            .arg("events")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        EventStream {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits (up to 30 s) until a line with `topic` for container `id` arrives.
+    fn wait_for(&mut self, topic: &str, id: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !self.has(topic, id) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => panic!("no {topic} for {id} in:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    fn position(&self, topic: &str, id: &str) -> Option<usize> {
+        let quoted = format!("\"{id}\"");
+        self.seen
+            .iter()
+            .position(|l| l.contains(topic) && l.contains(&quoted))
+    }
+
+    fn has(&self, topic: &str, id: &str) -> bool {
+        self.position(topic, id).is_some()
+    }
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn an_allocating_guest_over_its_memory_limit_is_oom_killed_with_137_and_task_oom() {
+    let mut events = EventStream::start();
+    // A first run whose exit shows on the stream proves the stream is subscribed.
+    let first = unique_id("before-oom");
+    run(opts(&first, &["/probe.wasm", "exit", "0"])).assert_code(0);
+    events.wait_for("/tasks/exit", &first);
+
+    let id = unique_id("oom");
+    let mut o = opts(&id, &["/probe.wasm", "alloc-forever"]);
+    o.extra_flags = vec!["--memory-limit".into(), (64u64 << 20).to_string()];
+    run(o).assert_code(137);
+    events.wait_for("/tasks/exit", &id);
+    let (oom, exit) = (
+        events.position("/tasks/oom", &id),
+        events.position("/tasks/exit", &id),
+    );
+    assert!(
+        oom.is_some() && oom < exit,
+        "TaskOOM before TaskExit:\n{}",
+        events.seen.join("\n")
+    );
+    // Nothing else is hurt: the next container runs.
+    run(opts(&unique_id("after-oom"), &["/probe.wasm", "exit", "7"])).assert_code(7);
 }

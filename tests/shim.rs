@@ -15,8 +15,12 @@ use containerd_shim::api::{
     ShutdownRequest, StartRequest, StateRequest, Status, WaitRequest, WaitResponse,
 };
 use containerd_shim::protos::api::{
-    CloseIORequest, ExecProcessRequest, ForwardRequest, StatsRequest,
+    CloseIORequest, ExecProcessRequest, ForwardRequest, PauseRequest, ResumeRequest, StatsRequest,
+    UpdateTaskRequest,
 };
+use containerd_shim::protos::cgroups::metrics::Metrics;
+use containerd_shim::protos::protobuf::well_known_types::any::Any;
+use containerd_shim::protos::protobuf::{Message, MessageField};
 use containerd_shim::protos::shim_async::{create_events, Events, TaskClient};
 use containerd_shim::protos::ttrpc::asynchronous::transport::Listener;
 use containerd_shim::protos::ttrpc::asynchronous::{Client, Server};
@@ -573,7 +577,7 @@ async fn unsupported_calls_answer_unimplemented_and_unknown_ids_not_found() {
             .await
             .unwrap_err(),
     );
-    assert_eq!(c, Code::UNIMPLEMENTED);
+    assert_eq!(c, Code::NOT_FOUND);
     let (c, _) = code(shim.kill("nope", 15).await.unwrap_err());
     assert_eq!(c, Code::NOT_FOUND);
     let close = CloseIORequest {
@@ -583,6 +587,100 @@ async fn unsupported_calls_answer_unimplemented_and_unknown_ids_not_found() {
     };
     let (c, _) = code(shim.client.close_io(ctx(), &close).await.unwrap_err());
     assert_eq!(c, Code::NOT_FOUND);
+    shim.stop().await;
+}
+
+/// The memory controller's file of the cgroup a shim test's container gets (`/<id>`: the
+/// test spec gives no cgroupsPath, and runc's default is the id).
+fn memory_file(id: &str, file: &str) -> String {
+    std::fs::read_to_string(format!("/sys/fs/cgroup/memory/{id}/{file}"))
+        .unwrap_or_else(|e| panic!("read {file} of cgroup /{id}: {e}"))
+        .trim()
+        .to_string()
+}
+
+#[tokio::test]
+async fn stats_update_pause_and_resume_act_on_the_containers_cgroup() {
+    let shim = ShimUnderTest::start().await;
+    let id = format!("cgroup-{}", std::process::id());
+    let bundle = shim.bundle(&id, &wat::parse_str(SPIN_WAT).unwrap(), &["/app.wasm"]);
+    let (out, err) = shim.outputs(&id);
+    shim.create(&id, &bundle, &out.path, &err.path)
+        .await
+        .unwrap();
+    let pid = shim.start_task(&id).await.unwrap();
+    let procs =
+        std::fs::read_to_string(format!("/sys/fs/cgroup/memory/{id}/cgroup.procs")).unwrap();
+    assert_eq!(procs.trim(), pid.to_string(), "the guest is in its cgroup");
+
+    let stats = |id: String| {
+        let client = &shim.client;
+        async move {
+            let req = StatsRequest {
+                id,
+                ..Default::default()
+            };
+            let any = client.stats(ctx(), &req).await.unwrap().stats.unwrap();
+            assert_eq!(any.type_url, "io.containerd.cgroups.v1.Metrics");
+            Metrics::parse_from_bytes(&any.value).unwrap()
+        }
+    };
+    let first = stats(id.clone()).await;
+    assert!(first.memory.usage.usage > 0, "memory usage: {first:?}");
+
+    // Update: a new memory limit reaches the cgroup.
+    let resources = serde_json::json!({ "memory": { "limit": 512 * 1024 * 1024 } });
+    let update = UpdateTaskRequest {
+        id: id.clone(),
+        resources: MessageField::some(Any {
+            type_url: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources".into(),
+            value: resources.to_string().into_bytes(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    shim.client.update(ctx(), &update).await.unwrap();
+    assert_eq!(
+        memory_file(&id, "memory.limit_in_bytes"),
+        (512u64 << 20).to_string()
+    );
+
+    // Pause freezes the spinning guest: its CPU time stands still until Resume.
+    let pause = PauseRequest {
+        id: id.clone(),
+        ..Default::default()
+    };
+    shim.client.pause(ctx(), &pause).await.unwrap();
+    assert_eq!(shim.status(&id).await, Status::PAUSED);
+    let frozen = stats(id.clone()).await.cpu.usage.total;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        stats(id.clone()).await.cpu.usage.total,
+        frozen,
+        "CPU time moved while paused"
+    );
+    let resume = ResumeRequest {
+        id: id.clone(),
+        ..Default::default()
+    };
+    shim.client.resume(ctx(), &resume).await.unwrap();
+    assert_eq!(shim.status(&id).await, Status::RUNNING);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        stats(id.clone()).await.cpu.usage.total > frozen,
+        "CPU time after resume"
+    );
+    let events = shim.events();
+    assert!(events.iter().any(|e| e == "/tasks/paused"), "{events:?}");
+    assert!(events.iter().any(|e| e == "/tasks/resumed"), "{events:?}");
+
+    shim.kill(&id, 9).await.unwrap();
+    shim.wait(&id).await;
+    shim.delete(&id).await.unwrap();
+    assert!(
+        !Path::new(&format!("/sys/fs/cgroup/memory/{id}")).exists(),
+        "the cgroup is removed at Delete"
+    );
     shim.stop().await;
 }
 

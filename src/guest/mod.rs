@@ -75,7 +75,13 @@ pub struct GuestProcess {
 impl GuestProcess {
     /// Starts a guest process for `plan` and waits until its filesystem is set up.
     /// Blocking: call it from a blocking task.
-    pub fn spawn(plan: &RunPlan, fds: GuestFds) -> Result<GuestProcess> {
+    /// `place` puts the new process in its cgroup before it is sent the plan, so nothing of
+    /// the guest runs outside it; if it fails the process is killed.
+    pub fn spawn(
+        plan: &RunPlan,
+        fds: GuestFds,
+        place: impl FnOnce(i32) -> Result<()>,
+    ) -> Result<GuestProcess> {
         if plan.cache.entry != fds.cache_entry.is_some()
             || plan.cache.store != fds.artifact_out.is_some()
         {
@@ -125,6 +131,14 @@ impl GuestProcess {
         // The child has its copies; ours of its ends must go so EOFs are seen.
         drop((control_r, status_w, fds.stderr, fds.module));
         drop((fds.cache_entry, fds.artifact_out));
+        if let Err(e) = place(pid) {
+            // The monitor reaps it; it never read a plan, so it never ran anything.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            return Err(e);
+        }
         let mut guest = GuestProcess {
             pid,
             control: Some(File::from(control_w)),
