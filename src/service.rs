@@ -76,7 +76,9 @@ impl Service {
         let spec = spec::load_spec(&bundle)?;
         let rootfs = spec::rootfs_path(&spec, &bundle)?;
         let mounted = rootfs::mount(&req.rootfs, &rootfs)?;
+        let started = std::time::Instant::now();
         let created = self.create_in_rootfs(req, &spec, &bundle, &rootfs).await;
+        debug!("create id={} took {:?}", req.id, started.elapsed());
         let (init, cgroup) = match created {
             Ok(created) => created,
             Err(e) => {
@@ -455,7 +457,21 @@ async fn spawn_guest(
 ) -> Result<(GuestProcess, Cgroup)> {
     let (spawned, cgroup) = tokio::task::spawn_blocking(move || {
         let Placement { cgroup, resources } = placement;
-        let spawned = GuestProcess::spawn(&plan, fds, |pid| cgroup.place(pid, resources.as_ref()));
+        let started = std::time::Instant::now();
+        let mut placed_at = None;
+        let spawned = GuestProcess::spawn(&plan, fds, |pid| {
+            let placed = cgroup.place(pid, resources.as_ref());
+            placed_at = Some(started.elapsed());
+            placed
+        });
+        // Where a Create's time goes: spawn + cgroup placement, then the guest's confinement
+        // until it reports ready.
+        debug!(
+            "spawn id={} placed in {:?}, ready after {:?}",
+            plan.id,
+            placed_at.unwrap_or_default(),
+            started.elapsed()
+        );
         (spawned, cgroup)
     })
     .await
@@ -475,11 +491,16 @@ async fn spawn_guest(
 /// Removes a cgroup whose processes are ending (killed, or exited): their exit can lag the
 /// call by a moment, during which the kernel refuses to remove a cgroup that holds them.
 pub async fn remove_cgroup_when_empty(cgroup: Cgroup) {
+    let cgroup = Arc::new(cgroup);
     let mut last = None;
     for _ in 0..100 {
-        match cgroup.remove() {
-            Ok(()) => return,
-            Err(e) => last = Some(e),
+        // libcgroups retries with sleeps of its own: off the runtime's threads.
+        let attempt = cgroup.clone();
+        let removed = tokio::task::spawn_blocking(move || attempt.remove()).await;
+        match removed {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => last = Some(e),
+            Err(e) => last = Some(Error::Internal(format!("cgroup removal task failed: {e}"))),
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
