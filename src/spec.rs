@@ -40,6 +40,10 @@ pub struct RunPlan {
     pub mounts: Vec<MountPlan>,
     /// Namespaces, identity, capabilities, rlimits, seccomp, masked paths.
     pub confinement: Confinement,
+    /// `linux.resources.memory.limit` in bytes, if the spec sets one: the guest's linear
+    /// memory is capped below it.
+    #[serde(default)]
+    pub memory_limit: Option<u64>,
     /// Which cache descriptors the shim hands the guest (set by the shim at spawn).
     #[serde(default)]
     pub cache: CacheUse,
@@ -143,6 +147,14 @@ pub fn plan(id: &str, spec: &Spec, rootfs: &Path) -> Result<RunPlan> {
         cwd,
         mounts: plan_mounts(mounts)?,
         confinement: confine::from_spec(spec)?,
+        memory_limit: spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.resources().as_ref())
+            .and_then(|r| r.memory().as_ref())
+            .and_then(|m| m.limit())
+            .and_then(|l| u64::try_from(l).ok())
+            .filter(|l| *l > 0),
         cache: CacheUse::default(),
     })
 }

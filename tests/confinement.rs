@@ -620,15 +620,48 @@ impl Drop for EventStream {
 }
 
 #[test]
-fn an_allocating_guest_over_its_memory_limit_is_oom_killed_with_137_and_task_oom() {
+fn a_guest_that_keeps_allocating_sees_its_allocation_fail_below_the_memory_limit() {
+    // 96 MiB limit: linear memory is capped at 64 MiB (32 MiB stay for the engine), so the
+    // guest's own allocator reports the failure, well before the OOM killer would act.
+    let id = unique_id("alloc");
+    let mut o = opts(&id, &["/probe.wasm", "alloc-forever"]);
+    o.extra_flags = vec!["--memory-limit".into(), (96u64 << 20).to_string()];
+    let r = run(o);
+    r.assert_code(12);
+    // The probe's own data and stack take a little of the 64 MiB.
+    let failed_at: u64 = r
+        .stdout_str()
+        .lines()
+        .last()
+        .and_then(|l| l.strip_prefix("allocation failed at "))
+        .and_then(|l| l.strip_suffix(" MiB"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no failure line: {}", r.stdout_str()));
+    assert!((56..64).contains(&failed_at), "failed at {failed_at} MiB");
+}
+
+#[test]
+fn a_compile_over_the_memory_limit_is_oom_killed_with_137_and_task_oom() {
     let mut events = EventStream::start();
     // A first run whose exit shows on the stream proves the stream is subscribed.
     let first = unique_id("before-oom");
     run(opts(&first, &["/probe.wasm", "exit", "0"])).assert_code(0);
     events.wait_for("/tasks/exit", &first);
 
+    // Compiling 150k functions takes far more than 64 MiB: the compile itself is bounded by
+    // the container's limit, and the kernel ends it.
     let id = unique_id("oom");
-    let mut o = opts(&id, &["/probe.wasm", "alloc-forever"]);
+    let module = work_dir().join(format!("{id}.wat"));
+    fs::write(&module, common::big_module_wat(&id, 150_000)).unwrap();
+    let name = build_image(
+        NS,
+        work_dir(),
+        &format!("docker.io/library/e2e-{id}:latest"),
+        &module,
+        &[],
+    );
+    let mut o = RunOpts::new(&name, &id);
+    o.namespace = NS.into();
     o.extra_flags = vec!["--memory-limit".into(), (64u64 << 20).to_string()];
     run(o).assert_code(137);
     events.wait_for("/tasks/exit", &id);

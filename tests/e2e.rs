@@ -10,7 +10,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::{
-    build_image, containerd, guests_dir, parent_pid, unique_id, BindMount, RunOpts, RunResult,
+    big_module_wat, build_image, containerd, guests_dir, parent_pid, unique_id, BindMount, RunOpts,
+    RunResult,
 };
 
 const NS: &str = "wasm-e2e";
@@ -770,21 +771,6 @@ fn start_answers_while_a_big_module_compiles_and_kill_ends_the_compile() {
         took < Duration::from_secs(3),
         "ended {took:?} after the kill"
     );
-}
-
-/// A module with `functions` small functions; `id` makes its digest new to the cache.
-fn big_module_wat(id: &str, functions: usize) -> String {
-    let mut wat = String::from(
-        "(module (import \"wasi_snapshot_preview1\" \"proc_exit\" (func $exit (param i32)))\n(memory (export \"memory\") 1)\n",
-    );
-    wat.push_str(&format!("(data (i32.const 0) \"{id}\")\n"));
-    for i in 0..functions {
-        wat.push_str(&format!(
-            "(func $f{i} (param i32) (result i32) local.get 0 i32.const {i} i32.add i32.const 3 i32.mul local.get 0 i32.xor)\n"
-        ));
-    }
-    wat.push_str("(func (export \"_start\") i32.const 1 call $f0 drop i32.const 0 call $exit))\n");
-    wat
 }
 
 /// `ctr run -t` under `script`, which gives ctr the terminal it insists on; `keys` are typed

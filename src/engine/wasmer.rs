@@ -46,9 +46,14 @@ pub struct WasmerEngine {
 }
 
 impl WasmerEngine {
-    /// An engine with cranelift, for the host's CPU (what [`engine_key`] describes).
-    pub fn new() -> std::io::Result<WasmerEngine> {
-        let engine = Engine::default();
+    /// An engine with cranelift, for the host's CPU (what [`engine_key`] describes). With a
+    /// `memory_cap`, no linear memory grows past it (see `memory_cap`).
+    pub fn new(memory_cap: Option<wasmer::Pages>) -> std::io::Result<WasmerEngine> {
+        let mut engine = Engine::default();
+        if let Some(max) = memory_cap {
+            use wasmer::sys::NativeEngineExt;
+            engine.set_tunables(super::memory_cap::MemoryCap::new(max));
+        }
         // wasmer-wasix needs a tokio runtime for its file system and task manager. One worker
         // is enough: the guest's own code runs on the thread that calls `run`.
         let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -13,6 +13,7 @@ use super::{
     STDERR_FD,
 };
 use crate::confine::{self, capabilities, identity, namespaces, seccomp};
+use crate::engine::memory_cap::pages_for_limit;
 use crate::engine::wasmer::{LoadedModule, WasmerEngine};
 use crate::engine::{Invocation, Outcome};
 use crate::logger::LineLogger;
@@ -113,8 +114,8 @@ fn run(
 ) -> i32 {
     let root_entries = mounts::root_entries();
     let loaded = bytes.and_then(|bytes| {
-        let engine =
-            WasmerEngine::new().map_err(|e| format!("cannot start the wasm engine: {e}"))?;
+        let engine = WasmerEngine::new(plan.memory_limit.map(pages_for_limit))
+            .map_err(|e| format!("cannot start the wasm engine: {e}"))?;
         let module = engine.load(&bytes, cache_entry)?;
         drop(bytes);
         Ok((engine, module))

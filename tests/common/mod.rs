@@ -824,3 +824,19 @@ pub fn parent_pid(pid: i32) -> i32 {
         .parse()
         .unwrap()
 }
+
+/// A module of `functions` small functions (cranelift takes seconds over 150k) whose data
+/// carries `id`, so no earlier run compiled it.
+pub fn big_module_wat(id: &str, functions: usize) -> String {
+    let mut wat = String::from(
+        "(module (import \"wasi_snapshot_preview1\" \"proc_exit\" (func $exit (param i32)))\n(memory (export \"memory\") 1)\n",
+    );
+    wat.push_str(&format!("(data (i32.const 0) \"{id}\")\n"));
+    for i in 0..functions {
+        wat.push_str(&format!(
+            "(func $f{i} (param i32) (result i32) local.get 0 i32.const {i} i32.add i32.const 3 i32.mul local.get 0 i32.xor)\n"
+        ));
+    }
+    wat.push_str("(func (export \"_start\") i32.const 1 call $f0 drop i32.const 0 call $exit))\n");
+    wat
+}
