@@ -194,7 +194,15 @@ impl Service {
             }
             return Ok(());
         }
-        container.process(exec_id)?.kill(signal)
+        let process = container.process(exec_id)?;
+        process.kill(signal)?;
+        // On cgroup v1 a frozen process does not act on SIGKILL until it is thawed: thaw a
+        // paused container after SIGKILL, as runc does, so Kill ends it. Other signals wait
+        // for Resume.
+        if process.is_paused() && signal == libc::SIGKILL as u32 {
+            container.cgroup.thaw()?;
+        }
+        Ok(())
     }
 
     /// Waits until the process exits; returns at once if it already has.

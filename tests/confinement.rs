@@ -532,6 +532,8 @@ fn the_guest_runs_in_its_cgroup_with_the_specs_limits_and_metrics_show_it() {
             metric(&id, "cpuacct.usage") > frozen,
             "no CPU time after resume"
         );
+        // Paused again: the SIGKILL that ends the run must still give 137 (v1 needs a thaw).
+        containerd().ctr_ok(&["-n", NS, "tasks", "pause", &id]);
     });
     assert!(
         !Path::new(&format!("/sys/fs/cgroup/memory/{NS}/{id}")).exists(),

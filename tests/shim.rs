@@ -674,8 +674,10 @@ async fn stats_update_pause_and_resume_act_on_the_containers_cgroup() {
     assert!(events.iter().any(|e| e == "/tasks/paused"), "{events:?}");
     assert!(events.iter().any(|e| e == "/tasks/resumed"), "{events:?}");
 
+    // SIGKILL ends a paused guest too (cgroup v1 thaws it for that, as runc does).
+    shim.client.pause(ctx(), &pause).await.unwrap();
     shim.kill(&id, 9).await.unwrap();
-    shim.wait(&id).await;
+    assert_eq!(shim.wait(&id).await.exit_status, 137);
     shim.delete(&id).await.unwrap();
     assert!(
         !Path::new(&format!("/sys/fs/cgroup/memory/{id}")).exists(),
