@@ -28,6 +28,8 @@ const DEFAULT_DEVICES: &[(i64, i64)] = &[(1, 3), (1, 5), (1, 7), (1, 8), (1, 9),
 pub struct Cgroup {
     manager: AnyCgroupManager,
     path: PathBuf,
+    /// Where the unified (v2) hierarchy is mounted; the cgroup's v2 files are below it.
+    unified_root: PathBuf,
 }
 
 impl std::fmt::Debug for Cgroup {
@@ -55,7 +57,31 @@ impl Cgroup {
             container_name: id.to_string(),
         })
         .map_err(|e| failed("set up", &path, e))?;
-        Ok(Cgroup { manager, path })
+        Ok(Cgroup {
+            manager,
+            path,
+            unified_root: PathBuf::from(libcgroups::common::DEFAULT_CGROUP_ROOT),
+        })
+    }
+
+    /// A cgroup v2 manager on the unified hierarchy at `root` (a fake tree, in tests).
+    #[cfg(test)]
+    fn v2_at(root: &Path, path: &Path) -> Cgroup {
+        let manager = libcgroups::v2::manager::Manager::new(root.to_path_buf(), path.to_path_buf())
+            .expect("a v2 manager");
+        Cgroup {
+            manager: AnyCgroupManager::V2(manager),
+            path: path.to_path_buf(),
+            unified_root: root.to_path_buf(),
+        }
+    }
+
+    /// Whether the kernel enforces `linux.resources.devices` for this cgroup. cgroup v1 has
+    /// the devices controller; on v2 the rules are an eBPF program, which this build does not
+    /// load (libcgroups' `cgroupsv2_devices` would bring libbpf), so the shim enforces them
+    /// itself by never creating a device node the rules deny (see [`device_rules_allow`]).
+    pub fn enforces_device_rules(&self) -> bool {
+        matches!(self.manager, AnyCgroupManager::V1(_))
     }
 
     /// Puts `pid` in the cgroup and applies `resources`.
@@ -128,7 +154,7 @@ impl Cgroup {
             .map(|mount| mount.join(relative(&self.path)).join("memory.oom_control"))
             .ok(),
             _ => Some(
-                Path::new(libcgroups::common::DEFAULT_CGROUP_ROOT)
+                self.unified_root
                     .join(relative(&self.path))
                     .join("memory.events"),
             ),
@@ -179,6 +205,53 @@ fn with_default_devices(mut resources: LinuxResources) -> LinuxResources {
     resources
 }
 
+/// Whether device cgroup rules in the kernel's order (the last rule that matches decides,
+/// nothing is allowed unless a rule says so) allow reading or writing the device.
+pub fn device_rules_allow(
+    rules: &[LinuxDeviceCgroup],
+    kind: LinuxDeviceType,
+    major: i64,
+    minor: i64,
+) -> bool {
+    let mut allowed = false;
+    for rule in with_default_devices_rules(rules) {
+        let kind_matches = match rule.typ() {
+            None | Some(LinuxDeviceType::A) => true,
+            Some(t) => t == kind,
+        };
+        let number_matches =
+            rule.major().is_none_or(|m| m == major) && rule.minor().is_none_or(|m| m == minor);
+        let reads_or_writes = rule
+            .access()
+            .as_deref()
+            .is_none_or(|a| a.contains('r') || a.contains('w'));
+        if kind_matches && number_matches && reads_or_writes {
+            allowed = rule.allow();
+        }
+    }
+    allowed
+}
+
+fn with_default_devices_rules(rules: &[LinuxDeviceCgroup]) -> Vec<LinuxDeviceCgroup> {
+    let mut resources = LinuxResources::default();
+    resources.set_devices(Some(rules.to_vec()));
+    with_default_devices(resources)
+        .devices()
+        .clone()
+        .unwrap_or_default()
+}
+
+/// cgroup v1's `cpuacct.stat`, which libcgroups passes through, counts in clock ticks;
+/// containerd's v1 metrics carry nanoseconds.
+fn ticks_to_nanos(ticks: u64) -> u64 {
+    // SAFETY: sysconf only reads a configuration value.
+    let per_second = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
+        .ok()
+        .filter(|t| *t > 0)
+        .unwrap_or(100);
+    ticks.saturating_mul(1_000_000_000 / per_second)
+}
+
 fn v1_metrics(stats: &Stats) -> v1::Metrics {
     let entry = |d: &libcgroups::stats::MemoryData| v1::MemoryEntry {
         limit: d.limit,
@@ -198,8 +271,8 @@ fn v1_metrics(stats: &Stats) -> v1::Metrics {
         cpu: MessageField::some(v1::CPUStat {
             usage: MessageField::some(v1::CPUUsage {
                 total: stats.cpu.usage.usage_total,
-                kernel: stats.cpu.usage.usage_kernel,
-                user: stats.cpu.usage.usage_user,
+                kernel: ticks_to_nanos(stats.cpu.usage.usage_kernel),
+                user: ticks_to_nanos(stats.cpu.usage.usage_user),
                 per_cpu: stats.cpu.usage.per_core_usage_total.clone(),
                 ..Default::default()
             }),
@@ -299,16 +372,131 @@ mod tests {
     fn stats_become_containerds_metrics_for_each_version() {
         let mut stats = Stats::default();
         stats.cpu.usage.usage_total = 5_000_000;
+        stats.cpu.usage.usage_user = 14;
         stats.memory.memory.usage = 4096;
         stats.memory.memory.limit = 1 << 26;
         stats.pids.current = 2;
         let m1 = v1_metrics(&stats);
         assert_eq!(m1.cpu.usage.total, 5_000_000);
+        // 14 ticks of cpuacct.stat, at the usual 100 per second.
+        assert_eq!(m1.cpu.usage.user, 140_000_000);
         assert_eq!(m1.memory.usage.usage, 4096);
         assert_eq!(m1.memory.usage.limit, 1 << 26);
         assert_eq!(m1.pids.current, 2);
         let m2 = v2_metrics(&stats);
         assert_eq!(m2.cpu.usage_usec, 5_000_000);
         assert_eq!((m2.memory.usage, m2.memory.usage_limit), (4096, 1 << 26));
+    }
+
+    const PSI: &str = "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
+
+    /// A fake unified hierarchy: what the kernel shows at the root and in the container's
+    /// cgroup (libcgroups opens the kernel's files without creating them, and writes without
+    /// truncating: the files it writes start empty).
+    fn fake_unified_tree(cgroup: &str) -> tempfile::TempDir {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(
+            root.path().join("cgroup.controllers"),
+            "cpuset cpu io memory pids",
+        )
+        .unwrap();
+        std::fs::write(root.path().join("cgroup.subtree_control"), "").unwrap();
+        let dir = root.path().join(cgroup.trim_start_matches('/'));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (file, text) in [
+            ("cgroup.procs", ""),
+            ("cgroup.freeze", "0"),
+            ("cpu.max", ""),
+            ("cgroup.events", "populated 1\nfrozen 1\n"),
+            ("memory.current", "4096\n"),
+            ("memory.max", ""),
+            ("memory.stat", "anon 1024\nfile 2048\n"),
+            ("memory.events", "low 0\nhigh 0\nmax 3\noom 2\noom_kill 2\n"),
+            (
+                "cpu.stat",
+                "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\nnr_periods 4\nnr_throttled 1\nthrottled_usec 20\n",
+            ),
+            ("memory.swap.current", "0\n"),
+            ("memory.swap.max", "max\n"),
+            ("memory.swap.events", "max 0\nfail 0\n"),
+            ("pids.current", "1\n"),
+            ("io.stat", ""),
+            ("cpu.pressure", PSI),
+            ("memory.pressure", PSI),
+            ("io.pressure", PSI),
+            ("pids.max", ""),
+        ] {
+            std::fs::write(dir.join(file), text).unwrap();
+        }
+        // libcgroups reads the hugetlb files of every page size this host has.
+        for size in libcgroups::stats::supported_page_sizes().unwrap_or_default() {
+            std::fs::write(dir.join(format!("hugetlb.{size}.current")), "0\n").unwrap();
+            std::fs::write(dir.join(format!("hugetlb.{size}.events")), "max 0\n").unwrap();
+        }
+        root
+    }
+
+    #[test]
+    fn on_cgroup_v2_placement_limits_freezer_and_stats_use_the_unified_files() {
+        let path = "/kubepods/pod1/ctr1";
+        let tree = fake_unified_tree(path);
+        let dir = tree.path().join(&path[1..]);
+        let cgroup = Cgroup::v2_at(tree.path(), Path::new(path));
+        assert!(!cgroup.enforces_device_rules());
+        let resources: LinuxResources = serde_json::from_str(
+            r#"{"memory":{"limit":67108864},"cpu":{"quota":50000,"period":100000},"pids":{"limit":16}}"#,
+        )
+        .unwrap();
+        // A pid that cannot exist: the fake tree only records it.
+        cgroup.place(999_999_999, Some(&resources)).unwrap();
+        let read = |file: &str| {
+            std::fs::read_to_string(dir.join(file))
+                .unwrap()
+                .trim()
+                .to_string()
+        };
+        assert_eq!(read("cgroup.procs"), "999999999");
+        assert_eq!(read("memory.max"), "67108864");
+        assert_eq!(read("cpu.max"), "50000 100000");
+        assert_eq!(read("pids.max"), "16");
+        cgroup.freeze().unwrap();
+        assert_eq!(read("cgroup.freeze"), "1");
+        assert_eq!(cgroup.oom_kills(), 2);
+        let metrics = cgroup.metrics().unwrap();
+        assert_eq!(metrics.type_url, "io.containerd.cgroups.v2.Metrics");
+        let m = v2::Metrics::parse_from_bytes(&metrics.value).unwrap();
+        assert_eq!(
+            (m.memory.usage, m.memory.anon, m.memory.file),
+            (4096, 1024, 2048)
+        );
+        assert_eq!(
+            (m.cpu.usage_usec, m.cpu.user_usec, m.cpu.system_usec),
+            (1500, 1000, 500)
+        );
+        assert_eq!(m.pids.current, 1);
+    }
+
+    #[test]
+    fn device_rules_are_read_as_the_kernel_reads_them() {
+        let rules: Vec<LinuxDeviceCgroup> = serde_json::from_str(
+            r#"[{"allow":false,"access":"rwm"},
+                {"allow":true,"type":"c","major":10,"access":"rw"},
+                {"allow":false,"type":"c","major":10,"minor":200,"access":"rwm"},
+                {"allow":true,"type":"b","major":8,"minor":0,"access":"m"}]"#,
+        )
+        .unwrap();
+        let c = LinuxDeviceType::C;
+        assert!(device_rules_allow(&rules, c, 10, 229), "major 10 allowed");
+        assert!(!device_rules_allow(&rules, c, 10, 200), "a later deny wins");
+        assert!(!device_rules_allow(&rules, c, 1, 1), "deny-all holds");
+        assert!(
+            !device_rules_allow(&rules, LinuxDeviceType::B, 8, 0),
+            "mknod-only access is neither read nor write"
+        );
+        assert!(device_rules_allow(&rules, c, 1, 5), "the guest's /dev/zero");
+        assert!(
+            !device_rules_allow(&[], LinuxDeviceType::B, 8, 0),
+            "nothing allows"
+        );
     }
 }

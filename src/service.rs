@@ -115,6 +115,10 @@ impl Service {
         let mut plan = spec::plan(&req.id, spec, rootfs)?;
         let linux = spec.linux().as_ref();
         let cgroup = Cgroup::new(linux.and_then(|l| l.cgroups_path().as_deref()), &req.id)?;
+        let resources = linux.and_then(|l| l.resources().as_ref());
+        if !cgroup.enforces_device_rules() {
+            drop_denied_devices(&mut plan, resources);
+        }
         let placement = Placement {
             cgroup,
             resources: linux.and_then(|l| l.resources().clone()),
@@ -447,6 +451,34 @@ impl Service {
                 .task_exit(&container.id, "", pid as u32, status, info.at);
         }
     }
+}
+
+/// Where the kernel does not enforce the device rules (see `Cgroup::enforces_device_rules`),
+/// a device node they deny is not created at all: the guest cannot open what is not there.
+fn drop_denied_devices(plan: &mut RunPlan, resources: Option<&oci_spec::runtime::LinuxResources>) {
+    use crate::confine::DeviceKind;
+    use oci_spec::runtime::LinuxDeviceType;
+    let rules = resources
+        .and_then(|r| r.devices().clone())
+        .unwrap_or_default();
+    plan.confinement.devices.retain(|d| {
+        let kind = match d.kind {
+            DeviceKind::Char => LinuxDeviceType::C,
+            DeviceKind::Block => LinuxDeviceType::B,
+            // No device rule covers a FIFO.
+            DeviceKind::Fifo => return true,
+        };
+        let allowed =
+            crate::cgroup::device_rules_allow(&rules, kind, d.major as i64, d.minor as i64);
+        if !allowed {
+            warn!(
+                "create id={}: linux.devices {} is not created: linux.resources.devices denies it",
+                plan.id,
+                d.path.display()
+            );
+        }
+        allowed
+    });
 }
 
 /// Where a new guest goes: its cgroup, with the spec's `linux.resources`.

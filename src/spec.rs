@@ -136,7 +136,13 @@ pub fn plan(id: &str, spec: &Spec, rootfs: &Path) -> Result<RunPlan> {
         .as_ref()
         .and_then(|r| r.readonly())
         .unwrap_or(false);
-    let mounts = spec.mounts().as_deref().unwrap_or_default();
+    let mounts = plan_mounts(spec.mounts().as_deref().unwrap_or_default())?;
+    let confinement = confine::from_spec(spec)?;
+    if !confinement.devices.is_empty() && !mounts.iter().any(|m| m.kind == MountKind::Dev) {
+        return Err(Error::InvalidArgument(
+            "linux.devices needs a tmpfs mount at /dev to hold them; add one to mounts".into(),
+        ));
+    }
     Ok(RunPlan {
         id: id.to_string(),
         rootfs: rootfs.to_path_buf(),
@@ -145,8 +151,8 @@ pub fn plan(id: &str, spec: &Spec, rootfs: &Path) -> Result<RunPlan> {
         args,
         env,
         cwd,
-        mounts: plan_mounts(mounts)?,
-        confinement: confine::from_spec(spec)?,
+        mounts,
+        confinement,
         memory_limit: spec
             .linux()
             .as_ref()
@@ -320,6 +326,12 @@ fn plan_mounts(mounts: &[Mount]) -> Result<Vec<MountPlan>> {
 
 fn plan_mount(mount: &Mount) -> Result<Option<MountPlan>> {
     let destination = clean_destination(mount.destination())?;
+    if mount.uid_mappings().is_some() || mount.gid_mappings().is_some() {
+        return Err(Error::InvalidArgument(format!(
+            "mount at {} asks for an idmapped mount (uidMappings/gidMappings), which the wasm runtime does not support; drop the mappings",
+            destination.display()
+        )));
+    }
     let options = mount.options().as_deref().unwrap_or_default();
     let has = |o: &str| options.iter().any(|x| x == o);
     let typ = mount.typ().as_deref().unwrap_or("");

@@ -13,7 +13,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::{
-    build_image, containerd, guests_dir, parent_pid, proc_status, unique_id, RunOpts, RunResult,
+    build_image, cgroups, containerd, guests_dir, parent_pid, proc_status, unique_id, RunOpts,
+    RunResult,
 };
 
 const NS: &str = "wasm-confine";
@@ -460,28 +461,21 @@ fn a_symlink_swapped_in_a_volume_during_create_never_lands_a_mount_outside_the_r
     assert!(!escaped.exists());
 }
 
-/// A file of the container's cgroup in one v1 controller (ctr's cgroupsPath is
-/// `/<namespace>/<id>`).
-fn cgroup_file(controller: &str, id: &str, file: &str) -> String {
-    let path = format!("/sys/fs/cgroup/{controller}/{NS}/{id}/{file}");
-    fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("read {path}: {e}"))
-        .trim()
-        .to_string()
+/// ctr's cgroupsPath for a container: `/<namespace>/<id>`.
+fn cgroup_path(id: &str) -> String {
+    format!("/{NS}/{id}")
 }
 
-/// `ctr task metrics` of a task: the value column of one metric row.
-fn metric(id: &str, name: &str) -> u64 {
-    let out = containerd().ctr_ok(&["-n", NS, "tasks", "metrics", id]);
-    out.lines()
-        .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in:\n{out}"))
+/// `ctr task metrics` of a task, as the JSON ctr prints for containerd's metrics type.
+fn metrics(id: &str) -> cgroups::Metrics {
+    let out = containerd().ctr_ok(&["-n", NS, "tasks", "metrics", "--format", "json", id]);
+    cgroups::Metrics::from_ctr_json(&out)
 }
 
 #[test]
 fn the_guest_runs_in_its_cgroup_with_the_specs_limits_and_metrics_show_it() {
     let id = unique_id("cgroup");
+    let path = cgroup_path(&id);
     let mut o = opts(&id, &["/probe.wasm", "spin"]);
     o.extra_flags = vec![
         "--memory-limit".into(),
@@ -492,33 +486,30 @@ fn the_guest_runs_in_its_cgroup_with_the_specs_limits_and_metrics_show_it() {
         "100000".into(),
     ];
     while_running(o, |pid| {
-        let cgroups = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-        let wanted = format!("/{NS}/{id}");
         for controller in ["memory", "cpu", "cpuacct", "pids", "freezer"] {
-            let placed = cgroups.lines().any(|l| {
-                let mut parts = l.splitn(3, ':').skip(1);
-                let (ctrls, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-                ctrls.split(',').any(|c| c == controller) && path == wanted
-            });
-            assert!(placed, "{controller} not {wanted}: {cgroups}");
+            assert!(
+                cgroups::holds(pid, controller, &path),
+                "{controller} not {path}: {}",
+                fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default()
+            );
         }
+        assert_eq!(cgroups::memory_limit(&path), (96u64 << 20).to_string());
         assert_eq!(
-            cgroup_file("memory", &id, "memory.limit_in_bytes"),
-            (96u64 << 20).to_string()
+            cgroups::cpu_quota_and_period(&path),
+            ("50000".into(), "100000".into())
         );
-        assert_eq!(cgroup_file("cpu", &id, "cpu.cfs_quota_us"), "50000");
-        assert_eq!(cgroup_file("cpu", &id, "cpu.cfs_period_us"), "100000");
-        assert_eq!(metric(&id, "memory.limit_in_bytes"), 96u64 << 20);
-        assert!(metric(&id, "memory.usage_in_bytes") > 0);
-        assert!(metric(&id, "cpuacct.usage") > 0);
+        let m = metrics(&id);
+        assert_eq!(m.memory_limit, 96u64 << 20);
+        assert!(m.memory_usage > 0, "{m:?}");
+        assert!(m.cpu_nanos > 0, "{m:?}");
         // Pause freezes the spinning guest: its CPU time stands still, `ctr task ls` says
         // PAUSED; resume lets it go on.
         containerd().ctr_ok(&["-n", NS, "tasks", "pause", &id]);
         assert_eq!(containerd().task_status(NS, &id).as_deref(), Some("PAUSED"));
-        let frozen = metric(&id, "cpuacct.usage");
+        let frozen = metrics(&id).cpu_nanos;
         std::thread::sleep(Duration::from_millis(300));
         assert_eq!(
-            metric(&id, "cpuacct.usage"),
+            metrics(&id).cpu_nanos,
             frozen,
             "CPU time moved while paused"
         );
@@ -528,30 +519,72 @@ fn the_guest_runs_in_its_cgroup_with_the_specs_limits_and_metrics_show_it() {
             Some("RUNNING")
         );
         std::thread::sleep(Duration::from_millis(300));
-        assert!(
-            metric(&id, "cpuacct.usage") > frozen,
-            "no CPU time after resume"
-        );
+        assert!(metrics(&id).cpu_nanos > frozen, "no CPU time after resume");
         // Paused again: the SIGKILL that ends the run must still give 137 (v1 needs a thaw).
         containerd().ctr_ok(&["-n", NS, "tasks", "pause", &id]);
     });
     assert!(
-        !Path::new(&format!("/sys/fs/cgroup/memory/{NS}/{id}")).exists(),
+        !cgroups::exists("memory", &path),
         "the cgroup is removed at Delete"
     );
 }
 
 #[test]
-fn a_pids_limit_from_the_spec_reaches_the_cgroup() {
+fn a_pids_limit_from_the_spec_holds_in_the_containers_cgroup() {
     let id = unique_id("pids");
+    let path = cgroup_path(&id);
     let config = exact_spec(&id, &["sleep", "60"], |spec| {
-        spec["linux"]["cgroupsPath"] = serde_json::json!(format!("/{NS}/{id}"));
+        spec["linux"]["cgroupsPath"] = serde_json::json!(path);
         spec["linux"]["resources"]["pids"] = serde_json::json!({ "limit": 16 });
     });
-    let max = while_running(spec_opts(&config, &id), |_| {
-        cgroup_file("pids", &id, "pids.max")
+    let (max, guest_tasks, started) = while_running(spec_opts(&config, &id), |_| {
+        // A wasm guest cannot fork, so a host process joins the cgroup and tries to start
+        // twenty children there: what fits is the limit less the guest's threads (the kernel
+        // counts threads) and itself. (Perl: Debian always has it, and its fork fails at once
+        // where a shell retries.)
+        let guest_tasks: u64 = cgroups::pids_current(&path);
+        let procs = cgroups::dir("pids", &path).join("cgroup.procs");
+        let script = r#"
+            my ($procs) = @ARGV;
+            open(my $f, ">", $procs) or die "open $procs: $!";
+            print $f $$; close($f) or die "join the cgroup: $!";
+            my @children;
+            for (1 .. 20) {
+                my $pid = fork();
+                next unless defined $pid;
+                if ($pid == 0) { sleep 60; exit 0; }
+                push @children, $pid;
+            }
+            print scalar(@children), "\n";
+            kill 9, @children;
+            waitpid($_, 0) for @children;
+        "#;
+        let out = Command::new("perl")
+            .args(["-e", script])
+            .arg(&procs)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            cgroups::pids_max(&path),
+            guest_tasks,
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        )
     });
     assert_eq!(max, "16");
+    assert!(
+        (1..15).contains(&guest_tasks),
+        "the guest's tasks: {guest_tasks}"
+    );
+    assert_eq!(
+        started,
+        (16 - guest_tasks - 1).to_string(),
+        "forks beyond pids.max must fail"
+    );
 }
 
 /// `ctr events`, read line by line on a thread of its own.
@@ -678,4 +711,131 @@ fn a_compile_over_the_memory_limit_is_oom_killed_with_137_and_task_oom() {
     );
     // Nothing else is hurt: the next container runs.
     run(opts(&unique_id("after-oom"), &["/probe.wasm", "exit", "7"])).assert_code(7);
+}
+
+#[test]
+fn the_specs_devices_are_made_in_dev_and_the_device_rules_decide_their_use() {
+    // wasm-zero is /dev/zero's numbers (allowed, as the guest's own /dev/zero is); wasm-mem is
+    // /dev/mem's, which the default spec's deny-all rule leaves denied.
+    let devices = serde_json::json!([
+        { "path": "/dev/wasm-zero", "type": "c", "major": 1, "minor": 5,
+          "fileMode": 0o640, "uid": 1000, "gid": 1001 },
+        { "path": "/dev/sub/wasm-mem", "type": "c", "major": 1, "minor": 1, "fileMode": 0o666 },
+    ]);
+    let with_devices = |spec: &mut serde_json::Value| {
+        spec["linux"]["devices"] = devices.clone();
+    };
+    let id = unique_id("devices");
+    let config = exact_spec(&id, &["sleep", "60"], with_devices);
+    let (zero, mem) = while_running(spec_opts(&config, &id), |pid| {
+        let meta = |p: &str| fs::metadata(format!("/proc/{pid}/root{p}")).unwrap();
+        (meta("/dev/wasm-zero"), meta("/dev/sub/wasm-mem"))
+    });
+    use std::os::unix::fs::FileTypeExt;
+    assert!(zero.file_type().is_char_device());
+    assert_eq!((libc::major(zero.rdev()), libc::minor(zero.rdev())), (1, 5));
+    assert_eq!(zero.mode() & 0o7777, 0o640, "the spec's fileMode");
+    assert_eq!((zero.uid(), zero.gid()), (1000, 1001), "the spec's owner");
+    assert_eq!((libc::major(mem.rdev()), libc::minor(mem.rdev())), (1, 1));
+
+    let id = unique_id("devices-zero");
+    let config = exact_spec(&id, &["head", "/dev/wasm-zero", "8"], with_devices);
+    let r = run(spec_opts(&config, &id));
+    r.assert_code(0);
+    assert_eq!(r.stdout_str(), "0000000000000000\n");
+    // The node exists, but the device cgroup refuses it: nothing of the host's memory.
+    let id = unique_id("devices-mem");
+    let config = exact_spec(&id, &["head", "/dev/sub/wasm-mem", "8"], with_devices);
+    let r = run(spec_opts(&config, &id));
+    r.assert_code(1);
+    assert_eq!(r.stdout_str(), "");
+    assert!(
+        r.stderr_str()
+            .starts_with("error: PermissionDenied Operation not permitted"),
+        "{}",
+        r.stderr_str()
+    );
+}
+
+#[test]
+fn a_user_namespace_maps_the_guest_as_runc_maps_its_process() {
+    const FIELDS: [&str; 8] = [
+        "Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb",
+    ];
+    // ctr makes a remapped copy of the image's snapshot, owned by the mapped root.
+    let maps = ["--uidmap", "0:100000:65536", "--gidmap", "0:200000:65536"];
+    let out = work_dir().join("userns-out");
+    fs::create_dir_all(&out).unwrap();
+    std::os::unix::fs::chown(&out, Some(100000), Some(200000)).unwrap();
+    let mount = format!("type=bind,src={},dst=/out,options=rbind:rw", out.display());
+    let flags = |extra: &[&str]| -> Vec<String> {
+        maps.iter()
+            .chain(["--mount", mount.as_str()].iter())
+            .chain(extra)
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let read = |pid: i32| {
+        let file = |f: &str| {
+            fs::read_to_string(format!("/proc/{pid}/{f}"))
+                .unwrap()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        (
+            FIELDS.map(|f| (f, proc_status(pid, f))),
+            file("uid_map"),
+            file("gid_map"),
+            ns_link(&pid.to_string(), "user") != ns_link("self", "user"),
+        )
+    };
+    let id = unique_id("userns-runc");
+    let mut native = opts(&id, &["/sleeper", "60"]);
+    native.runtime = "io.containerd.runc.v2".into();
+    native.extra_flags = flags(&[]);
+    let runc = while_running(native, read);
+    let id = unique_id("userns-wasm");
+    let mut wasm = opts(&id, &["/probe.wasm", "sleep", "60"]);
+    wasm.extra_flags = flags(&[]);
+    let shim = while_running(wasm, read);
+    assert_eq!(shim, runc, "wasm guest vs runc's native process");
+    assert_eq!(shim.1, "0 100000 65536");
+    assert_eq!(shim.2, "0 200000 65536");
+    assert!(shim.3, "the guest has its own user namespace");
+    assert_eq!(
+        shim.0[0].1, "100000\t100000\t100000\t100000",
+        "root maps to 100000"
+    );
+
+    // What the guest's root creates belongs to the mapped ids on the host.
+    let id = unique_id("userns-write");
+    let mut wasm = opts(&id, &["/probe.wasm", "write", "/out/made", "mapped"]);
+    wasm.extra_flags = flags(&[]);
+    run(wasm).assert_code(0);
+    let made = fs::metadata(out.join("made")).unwrap();
+    assert_eq!((made.uid(), made.gid()), (100000, 200000));
+}
+
+#[test]
+fn an_update_through_containerds_tasks_api_changes_the_limit_in_the_cgroup() {
+    let id = unique_id("update");
+    let mut o = opts(&id, &["/probe.wasm", "sleep", "60"]);
+    o.extra_flags = vec!["--memory-limit".into(), (96u64 << 20).to_string()];
+    let (before, after, denied) = while_running(o, |_| {
+        let before = cgroups::memory_limit(&cgroup_path(&id));
+        let resources = serde_json::json!({ "memory": { "limit": 192u64 << 20 } });
+        common::tasks_api::update_resources(&containerd().socket, NS, &id, &resources).unwrap();
+        let after = cgroups::memory_limit(&cgroup_path(&id));
+        let garbage = serde_json::json!({ "memory": { "limit": "lots" } });
+        let denied = common::tasks_api::update_resources(&containerd().socket, NS, &id, &garbage)
+            .unwrap_err();
+        (before, after, denied)
+    });
+    assert_eq!(before, (96u64 << 20).to_string());
+    assert_eq!(after, (192u64 << 20).to_string());
+    assert!(
+        denied.contains("not OCI linux.resources"),
+        "a malformed update names the problem: {denied}"
+    );
 }

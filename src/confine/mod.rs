@@ -5,10 +5,14 @@
 //! The guest applies it in this order, before it reads a byte of the module, compiles, starts a
 //! thread or runs guest code (see `guest::child`):
 //!
-//! 1. namespaces: the pid namespace is entered at spawn (`guest::spawn`, the guest is PID 1 of
-//!    it); then every other type the spec names, joined by path or new ([`namespaces`]);
-//! 2. the root filesystem and mounts, masked and read-only paths (`guest::mounts`), hostname;
-//! 3. rlimits and `oom_score_adj` ([`identity`]);
+//! 1. rlimits and `oom_score_adj` ([`identity`]), while the process still holds the host's
+//!    privileges (raising a hard limit or lowering the score is refused inside a user namespace);
+//! 2. namespaces: the pid namespace is entered at spawn (`guest::spawn`, the guest is PID 1 of
+//!    it); then, as runc orders them, the user namespace given by path, the other namespaces
+//!    given by path, a new user namespace (the shim writes its uid and gid maps), and the new
+//!    namespaces of every other type ([`namespaces`]);
+//! 3. the root filesystem and mounts, `/dev` with the spec's devices, masked and read-only
+//!    paths (`guest::mounts`), hostname;
 //! 4. seccomp here when the spec does not ask for `no_new_privs` (loading a filter without it
 //!    needs CAP_SYS_ADMIN, which the capability step may drop; runc orders it the same way);
 //! 5. user, groups and umask ([`identity`]), then the five capability sets ([`capabilities`]);
@@ -19,7 +23,7 @@ pub mod identity;
 pub mod namespaces;
 pub mod seccomp;
 
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 
 use oci_spec::runtime::{LinuxNamespaceType, LinuxSeccomp, Spec};
 use serde::{Deserialize, Serialize};
@@ -45,6 +49,44 @@ pub struct Confinement {
     pub readonly_paths: Vec<PathBuf>,
     /// `linux.rootfsPropagation` (e.g. "rslave"); rslave when the spec is silent, as runc.
     pub rootfs_propagation: Option<String>,
+    /// `linux.uidMappings` and `linux.gidMappings`, written by the shim into a new user
+    /// namespace.
+    #[serde(default)]
+    pub uid_mappings: Vec<IdMapping>,
+    #[serde(default)]
+    pub gid_mappings: Vec<IdMapping>,
+    /// `linux.devices`: created in the container's `/dev`.
+    #[serde(default)]
+    pub devices: Vec<DevicePlan>,
+}
+
+/// One line of a user namespace's uid or gid map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdMapping {
+    pub container_id: u32,
+    pub host_id: u32,
+    pub size: u32,
+}
+
+/// One of `linux.devices`: a node the guest gets in its `/dev`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DevicePlan {
+    /// Path inside the container, under `/dev/`.
+    pub path: PathBuf,
+    pub kind: DeviceKind,
+    pub major: u64,
+    pub minor: u64,
+    /// Permission bits (`fileMode`, 0666 when the spec is silent, as runc).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeviceKind {
+    Char,
+    Block,
+    Fifo,
 }
 
 /// A namespace the guest gets: a new one, or the one at `path`.
@@ -63,6 +105,7 @@ pub enum NamespaceKind {
     Uts,
     Network,
     Cgroup,
+    User,
 }
 
 /// `process.user`.
@@ -102,6 +145,13 @@ impl Confinement {
 
     pub fn has_namespace(&self, kind: NamespaceKind) -> bool {
         self.namespaces.iter().any(|n| n.kind == kind)
+    }
+
+    /// A new user namespace, whose maps the shim writes once the guest has made it.
+    pub fn new_user_namespace(&self) -> bool {
+        self.namespaces
+            .iter()
+            .any(|n| n.kind == NamespaceKind::User && n.path.is_none())
     }
 }
 
@@ -155,6 +205,9 @@ pub fn from_spec(spec: &Spec) -> Result<Confinement> {
             .map(PathBuf::from)
             .collect(),
         rootfs_propagation: linux.and_then(|l| l.rootfs_propagation().clone()),
+        uid_mappings: id_mappings(linux.and_then(|l| l.uid_mappings().as_deref())),
+        gid_mappings: id_mappings(linux.and_then(|l| l.gid_mappings().as_deref())),
+        devices: plan_devices(linux.and_then(|l| l.devices().as_deref()))?,
     };
     for r in &confinement.rlimits {
         identity::rlimit_resource(&r.kind)?;
@@ -177,8 +230,95 @@ pub fn from_spec(spec: &Spec) -> Result<Confinement> {
     if let Some(seccomp) = &confinement.seccomp {
         seccomp::check(seccomp)?;
     }
+    check_id_mappings(&confinement)?;
     confinement.namespaces.dedup();
     Ok(confinement)
+}
+
+fn id_mappings(mappings: Option<&[oci_spec::runtime::LinuxIdMapping]>) -> Vec<IdMapping> {
+    mappings
+        .unwrap_or_default()
+        .iter()
+        .map(|m| IdMapping {
+            container_id: m.container_id(),
+            host_id: m.host_id(),
+            size: m.size(),
+        })
+        .collect()
+}
+
+/// A new user namespace needs both maps (the guest would otherwise own no id in it), and maps
+/// without a new user namespace would be silently ignored: both are refused, as runc does.
+fn check_id_mappings(c: &Confinement) -> Result<()> {
+    let has_maps = !c.uid_mappings.is_empty() || !c.gid_mappings.is_empty();
+    if c.new_user_namespace() {
+        if c.uid_mappings.is_empty() || c.gid_mappings.is_empty() {
+            return Err(Error::InvalidArgument(
+                "linux.namespaces asks for a new user namespace but linux.uidMappings or linux.gidMappings is empty; give both".into(),
+            ));
+        }
+        let maps_root = |maps: &[IdMapping]| maps.iter().any(|m| m.container_id == 0 && m.size > 0);
+        if !maps_root(&c.uid_mappings) || !maps_root(&c.gid_mappings) {
+            return Err(Error::InvalidArgument(
+                "linux.uidMappings and linux.gidMappings must map container id 0: the container's setup runs as root of its user namespace".into(),
+            ));
+        }
+    } else if has_maps && !c.has_namespace(NamespaceKind::User) {
+        return Err(Error::InvalidArgument(
+            "linux.uidMappings or linux.gidMappings is set without a user namespace in linux.namespaces; add one or drop the mappings".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// `linux.devices`, checked: each is created in the guest's `/dev` tmpfs, so it must be
+/// under `/dev/`.
+fn plan_devices(devices: Option<&[oci_spec::runtime::LinuxDevice]>) -> Result<Vec<DevicePlan>> {
+    use oci_spec::runtime::LinuxDeviceType;
+    devices
+        .unwrap_or_default()
+        .iter()
+        .map(|d| {
+            let path = d.path().clone();
+            let under_dev = path.starts_with("/dev")
+                && path != Path::new("/dev")
+                && !path.components().any(|c| c == Component::ParentDir);
+            if !under_dev {
+                return Err(Error::InvalidArgument(format!(
+                    "linux.devices path {} must be below /dev/ without '..'",
+                    path.display()
+                )));
+            }
+            let kind = match d.typ() {
+                LinuxDeviceType::C | LinuxDeviceType::U => DeviceKind::Char,
+                LinuxDeviceType::B => DeviceKind::Block,
+                LinuxDeviceType::P => DeviceKind::Fifo,
+                LinuxDeviceType::A => {
+                    return Err(Error::InvalidArgument(format!(
+                        "linux.devices entry {} has type \"a\", which only device cgroup rules may use; give c, b, u or p",
+                        path.display()
+                    )))
+                }
+            };
+            let number = |n: i64, what: &str| {
+                u64::try_from(n).map_err(|_| {
+                    Error::InvalidArgument(format!(
+                        "linux.devices entry {} has a negative {what} number",
+                        path.display()
+                    ))
+                })
+            };
+            Ok(DevicePlan {
+                kind,
+                major: number(d.major(), "major")?,
+                minor: number(d.minor(), "minor")?,
+                mode: d.file_mode().unwrap_or(0o666) & 0o7777,
+                uid: d.uid().unwrap_or(0),
+                gid: d.gid().unwrap_or(0),
+                path,
+            })
+        })
+        .collect()
 }
 
 fn plan_namespaces(
@@ -193,9 +333,10 @@ fn plan_namespaces(
             LinuxNamespaceType::Uts => NamespaceKind::Uts,
             LinuxNamespaceType::Network => NamespaceKind::Network,
             LinuxNamespaceType::Cgroup => NamespaceKind::Cgroup,
+            LinuxNamespaceType::User => NamespaceKind::User,
             other => {
                 return Err(Error::InvalidArgument(format!(
-                    "linux.namespaces asks for a {other} namespace, which the wasm runtime does not support yet; remove it from the spec (for Kubernetes: do not set hostUsers: false)"
+                    "linux.namespaces asks for a {other} namespace, which the wasm runtime does not support; remove it from the spec"
                 )))
             }
         };
@@ -326,13 +467,6 @@ mod tests {
 
     #[test]
     fn what_cannot_be_honoured_is_refused_with_the_reason() {
-        let user = from_spec(&spec(
-            r#""namespaces":[{"type":"user"},{"type":"uts"}]"#,
-            "",
-        ))
-        .unwrap_err()
-        .to_string();
-        assert!(user.contains("user namespace"), "{user}");
         let twice = from_spec(&spec(r#""namespaces":[{"type":"uts"},{"type":"uts"}]"#, ""))
             .unwrap_err()
             .to_string();
@@ -355,5 +489,87 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(propagation.contains("sideways"), "{propagation}");
+    }
+
+    #[test]
+    fn a_user_namespace_comes_with_its_maps_and_devices_with_their_nodes() {
+        let c = from_spec(&spec(
+            r#""namespaces":[{"type":"user"},{"type":"uts"}],
+               "uidMappings":[{"containerID":0,"hostID":100000,"size":65536}],
+               "gidMappings":[{"containerID":0,"hostID":200000,"size":1000}],
+               "devices":[{"path":"/dev/net/tun","type":"c","major":10,"minor":200,
+                           "fileMode":8630,"uid":5,"gid":6},
+                          {"path":"/dev/fifo","type":"p"}]"#,
+            "",
+        ))
+        .unwrap();
+        assert!(c.new_user_namespace());
+        assert_eq!(
+            c.uid_mappings,
+            vec![IdMapping {
+                container_id: 0,
+                host_id: 100000,
+                size: 65536
+            }]
+        );
+        assert_eq!(c.gid_mappings[0].host_id, 200000);
+        assert_eq!(
+            c.devices[0],
+            DevicePlan {
+                path: "/dev/net/tun".into(),
+                kind: DeviceKind::Char,
+                major: 10,
+                minor: 200,
+                // 8630 is 0o20666: the type bits some specs carry are dropped.
+                mode: 0o666,
+                uid: 5,
+                gid: 6
+            }
+        );
+        assert_eq!(
+            (c.devices[1].kind, c.devices[1].mode),
+            (DeviceKind::Fifo, 0o666)
+        );
+        let by_path = from_spec(&spec(
+            r#""namespaces":[{"type":"user","path":"/proc/9/ns/user"},{"type":"uts"}]"#,
+            "",
+        ))
+        .unwrap();
+        assert!(!by_path.new_user_namespace());
+        assert!(by_path.has_namespace(NamespaceKind::User));
+    }
+
+    #[test]
+    fn maps_and_devices_the_runtime_cannot_honour_are_refused() {
+        let refused = |linux: &str| from_spec(&spec(linux, "")).unwrap_err().to_string();
+        let no_maps = refused(r#""namespaces":[{"type":"user"},{"type":"uts"}]"#);
+        assert!(no_maps.contains("give both"), "{no_maps}");
+        let no_root = refused(
+            r#""namespaces":[{"type":"user"},{"type":"uts"}],
+               "uidMappings":[{"containerID":1000,"hostID":100000,"size":1}],
+               "gidMappings":[{"containerID":0,"hostID":100000,"size":1}]"#,
+        );
+        assert!(no_root.contains("must map container id 0"), "{no_root}");
+        let no_userns = refused(
+            r#""namespaces":[{"type":"uts"}],
+               "uidMappings":[{"containerID":0,"hostID":100000,"size":1}]"#,
+        );
+        assert!(
+            no_userns.contains("without a user namespace"),
+            "{no_userns}"
+        );
+        let outside = refused(
+            r#""namespaces":[{"type":"uts"}],"devices":[{"path":"/etc/null","type":"c","major":1,"minor":3}]"#,
+        );
+        assert!(outside.contains("below /dev/"), "{outside}");
+        let climbing = refused(
+            r#""namespaces":[{"type":"uts"}],"devices":[{"path":"/dev/../etc/x","type":"c","major":1,"minor":3}]"#,
+        );
+        assert!(climbing.contains("below /dev/"), "{climbing}");
+        let all =
+            refused(r#""namespaces":[{"type":"uts"}],"devices":[{"path":"/dev/x","type":"a"}]"#);
+        assert!(all.contains("type \"a\""), "{all}");
+        let time = refused(r#""namespaces":[{"type":"time"},{"type":"uts"}]"#);
+        assert!(time.contains("time namespace"), "{time}");
     }
 }

@@ -9,8 +9,8 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use log::{error, info, warn};
 
 use super::{
-    mounts, signals, ARTIFACT_OUT_FD, CACHE_ENTRY_FD, CONTROL_FD, MODULE_FD, START_BYTE, STATUS_FD,
-    STDERR_FD,
+    mounts, signals, ARTIFACT_OUT_FD, CACHE_ENTRY_FD, CONTROL_FD, ID_MAPS_REQUEST, ID_MAPS_WRITTEN,
+    MODULE_FD, START_BYTE, STATUS_FD, STDERR_FD,
 };
 use crate::confine::{self, capabilities, identity, namespaces, seccomp};
 use crate::engine::memory_cap::pages_for_limit;
@@ -53,7 +53,7 @@ pub fn main() -> ! {
         .cache
         .store
         .then(|| unsafe { File::from_raw_fd(ARTIFACT_OUT_FD) });
-    if let Err(why) = confine(&plan) {
+    if let Err(why) = confine(&plan, &mut control, &status) {
         fail_setup(status, &why)
     }
     report(status, "ok");
@@ -71,13 +71,13 @@ pub fn main() -> ! {
 
 /// Every confinement step, in the order `confine` documents. The process is single-threaded
 /// throughout: no engine, runtime or thread exists yet.
-fn confine(plan: &RunPlan) -> Result<(), String> {
+fn confine(plan: &RunPlan, control: &mut impl Read, status: &File) -> Result<(), String> {
     let c = &plan.confinement;
-    namespaces::enter(c)?;
-    namespaces::enter_cgroup(c)?;
-    // Both need the host's /proc and the privilege to raise or lower limits.
+    // Both need the host's privileges to raise a hard limit or lower the score: before any
+    // user namespace.
     identity::apply_rlimits(&c.rlimits)?;
     identity::apply_oom_score_adj(c.oom_score_adj)?;
+    namespaces::enter(c, || await_id_maps(control, status))?;
     let caps = capabilities::after_exec(&c.capabilities, c.user.uid);
     capabilities::limit_bounding(&caps)?;
     mounts::prepare(plan)?;
@@ -94,6 +94,18 @@ fn confine(plan: &RunPlan) -> Result<(), String> {
         load_seccomp(c)?;
     }
     Ok(())
+}
+
+/// A new user namespace owns no ids until its maps are written, which only a process with
+/// privileges in the parent namespace may do: the guest asks the shim and waits.
+fn await_id_maps(control: &mut impl Read, mut status: &File) -> Result<(), String> {
+    writeln!(status, "{ID_MAPS_REQUEST}").map_err(|e| format!("ask for the id maps: {e}"))?;
+    let mut byte = [0u8; 1];
+    match control.read(&mut byte) {
+        Ok(1) if byte[0] == ID_MAPS_WRITTEN => Ok(()),
+        Ok(_) => Err("the shim did not write the user namespace's id maps".into()),
+        Err(e) => Err(format!("wait for the id maps: {e}")),
+    }
 }
 
 fn load_seccomp(c: &confine::Confinement) -> Result<(), String> {

@@ -8,6 +8,8 @@
 //!   that means "start". EOF before that byte means "never start": the guest exits.
 //! * status (guest → shim, guest fd 4): one line, `ok` once the guest's filesystem is set up,
 //!   or `error <reason>`. `Create` answers only after it, so setup errors reach the client.
+//!   A guest that makes a user namespace first sends [`ID_MAPS_REQUEST`]: the shim writes the
+//!   namespace's uid and gid maps and answers [`ID_MAPS_WRITTEN`] on the control pipe.
 //!
 //! Descriptors in the guest: 0/1 the container's stdin/stdout, 2 the shim log (so anything
 //! the engine prints lands in containerd's log, not in the container's output), 5 the
@@ -45,6 +47,11 @@ pub const ARTIFACT_OUT_FD: RawFd = 8;
 
 /// The byte on the control pipe that releases the guest.
 pub const START_BYTE: u8 = b'S';
+
+/// The status line by which a guest that made a user namespace asks for its id maps.
+pub const ID_MAPS_REQUEST: &str = "id-maps";
+/// The byte on the control pipe that says the id maps are written.
+pub const ID_MAPS_WRITTEN: u8 = b'M';
 
 /// Descriptors handed to a new guest process.
 #[derive(Debug)]
@@ -144,8 +151,56 @@ impl GuestProcess {
             control: Some(File::from(control_w)),
         };
         guest.send_plan(plan)?;
-        wait_ready(File::from(status_r))?;
+        guest.wait_ready(File::from(status_r), plan)?;
         Ok(guest)
+    }
+
+    /// Reads the guest's status until it is set up, writing its user namespace's id maps when
+    /// it asks for them.
+    fn wait_ready(&mut self, status: File, plan: &RunPlan) -> Result<()> {
+        let mut status = BufReader::new(status);
+        loop {
+            let mut line = String::new();
+            status
+                .read_line(&mut line)
+                .context(|| "read the guest process status".into())?;
+            let line = line.trim_end();
+            if line == ID_MAPS_REQUEST && plan.confinement.new_user_namespace() {
+                self.write_id_maps(plan)?;
+                continue;
+            }
+            return match line.split_once(' ') {
+                _ if line == "ok" => Ok(()),
+                Some(("error", why)) => Err(Error::InvalidArgument(why.to_string())),
+                _ => Err(Error::Internal(
+                    "the guest process exited during setup; see the shim log".into(),
+                )),
+            };
+        }
+    }
+
+    /// Writes the spec's maps into the guest's new user namespace (one write each, as the
+    /// kernel requires), then tells the guest.
+    fn write_id_maps(&mut self, plan: &RunPlan) -> Result<()> {
+        let c = &plan.confinement;
+        for (file, maps) in [("uid_map", &c.uid_mappings), ("gid_map", &c.gid_mappings)] {
+            let text: String = maps
+                .iter()
+                .map(|m| format!("{} {} {}\n", m.container_id, m.host_id, m.size))
+                .collect();
+            let path = std::path::PathBuf::from(format!("/proc/{}/{file}", self.pid));
+            std::fs::write(&path, text.as_bytes()).map_err(|e| {
+                Error::InvalidArgument(format!(
+                    "write the user namespace's {file} ({}): {e}; check linux.uidMappings and linux.gidMappings",
+                    text.trim_end().replace('\n', ", ")
+                ))
+            })?;
+        }
+        self.control
+            .as_mut()
+            .expect("control pipe is open until start")
+            .write_all(&[ID_MAPS_WRITTEN])
+            .context(|| "tell the guest its id maps are written".into())
     }
 
     fn send_plan(&mut self, plan: &RunPlan) -> Result<()> {
@@ -186,21 +241,6 @@ fn spawn_in_pid_namespace(command: &mut Command, plan: &RunPlan) -> std::io::Res
             .join()
             .unwrap_or_else(|_| Err(std::io::Error::other("the spawning thread panicked")))
     })
-}
-
-/// Reads the guest's one status line.
-fn wait_ready(status: File) -> Result<()> {
-    let mut line = String::new();
-    BufReader::new(status)
-        .read_line(&mut line)
-        .context(|| "read the guest process status".into())?;
-    match line.trim_end().split_once(' ') {
-        _ if line.trim_end() == "ok" => Ok(()),
-        Some(("error", why)) => Err(Error::InvalidArgument(why.to_string())),
-        _ => Err(Error::Internal(
-            "the guest process exited during setup; see the shim log".into(),
-        )),
-    }
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {

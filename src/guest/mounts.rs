@@ -8,7 +8,8 @@
 //!   symlink swap between the check and the mount can redirect it;
 //! * the rootfs and every bind mount are `nosuid,nodev` unless the spec says `suid`/`dev`, so
 //!   a device node in an image layer or a volume cannot be opened;
-//! * `/dev` is a `nodev` tmpfs holding only the devices bound from the host here.
+//! * `/dev` is a tmpfs holding only the devices bound from the host here and the spec's
+//!   `linux.devices`; it is `nodev` unless the spec lists devices of its own.
 //!
 //! Mount attributes are set on each new mount with `mount_setattr(2)` (recursively for
 //! `rbind`), which also makes `ro` on an `rbind` read-only all the way down.
@@ -27,7 +28,7 @@ use rustix::mount::{
     FsOpenFlags, MountAttrFlags, MoveMountFlags, OpenTreeFlags,
 };
 
-use crate::confine::Confinement;
+use crate::confine::{Confinement, DeviceKind, DevicePlan, NamespaceKind};
 use crate::spec::{MountAttrs, MountKind, MountPlan, RunPlan};
 
 /// Devices runc creates in a container's /dev by default.
@@ -75,7 +76,8 @@ pub fn prepare(plan: &RunPlan) -> SetupResult<()> {
     set_attrs(root_fd.as_fd(), &nosuid_nodev, false, true)
         .map_err(|e| format!("make the rootfs nosuid,nodev: {e}"))?;
     for m in &plan.mounts {
-        mount_one(&root_fd, m).map_err(|e| format!("mount {}: {e}", m.destination.display()))?;
+        mount_one(&root_fd, m, &plan.confinement)
+            .map_err(|e| format!("mount {}: {e}", m.destination.display()))?;
     }
     mask_paths(&root_fd, &plan.confinement)?;
     ensure_cwd(&root_fd, &plan.cwd, plan.readonly_root)
@@ -150,7 +152,7 @@ pub fn root_entries() -> Vec<String> {
     names
 }
 
-fn mount_one(root: &OwnedFd, m: &MountPlan) -> SetupResult<()> {
+fn mount_one(root: &OwnedFd, m: &MountPlan, confinement: &Confinement) -> SetupResult<()> {
     match &m.kind {
         MountKind::Bind { source, recursive } => {
             let is_dir = std::fs::metadata(source)
@@ -176,19 +178,121 @@ fn mount_one(root: &OwnedFd, m: &MountPlan) -> SetupResult<()> {
         }
         MountKind::Dev => {
             let target = mountpoint(root, &m.destination, true)?;
-            // nodev whatever the spec says: the only usable devices are the binds below.
-            let attrs = MountAttrs {
-                nodev: true,
-                nosuid: true,
-                ..attrs_of(m)
-            };
-            let dev = new_tmpfs("mode=755", &attrs)?;
-            for name in DEFAULT_DEVICES {
-                bind_device(&dev, name)?;
-            }
+            let dev = dev_tmpfs(m, confinement)?;
             attach(&dev, &target)
         }
     }
+}
+
+/// The container's `/dev`: a tmpfs with the devices runc creates by default, bound from the
+/// host, and the spec's `linux.devices`. It is `nodev` (so only the bound devices work)
+/// unless the spec's own nodes are made in it; nobody else can make a node there (a guest
+/// has no mknod). In a user namespace a tmpfs cannot hold working nodes, so the spec's
+/// devices are bound from the same path on the host, as runc does.
+fn dev_tmpfs(m: &MountPlan, confinement: &Confinement) -> SetupResult<OwnedFd> {
+    let devices = &confinement.devices;
+    let make_nodes = !devices.is_empty() && !confinement.has_namespace(NamespaceKind::User);
+    let attrs = MountAttrs {
+        nodev: !make_nodes,
+        nosuid: true,
+        ..attrs_of(m)
+    };
+    let dev = new_tmpfs("mode=755", &attrs)?;
+    for name in DEFAULT_DEVICES {
+        let path = Path::new("/dev").join(name);
+        // A device the spec lists itself is made as the spec says.
+        if !devices.iter().any(|d| d.path == path) {
+            bind_device(&dev, &path)?;
+        }
+    }
+    for device in devices {
+        if make_nodes {
+            make_device(&dev, device)
+        } else {
+            bind_device(&dev, &device.path).and_then(|()| same_device(device))
+        }
+        .map_err(|e| format!("linux.devices {}: {e}", device.path.display()))?;
+    }
+    Ok(dev)
+}
+
+/// Makes one of `linux.devices` in the detached /dev tmpfs, with the spec's mode and owner
+/// (set after mknod, so the process's umask takes nothing away).
+fn make_device(dev: &OwnedFd, device: &DevicePlan) -> SetupResult<()> {
+    let (parent, name) = dev_parent(dev, &device.path)?;
+    let kind = match device.kind {
+        DeviceKind::Char => SFlag::S_IFCHR,
+        DeviceKind::Block => SFlag::S_IFBLK,
+        DeviceKind::Fifo => SFlag::S_IFIFO,
+    };
+    let mode = Mode::from_bits_truncate(device.mode as libc::mode_t);
+    let number = nix::sys::stat::makedev(device.major, device.minor);
+    match nix::sys::stat::mknodat(&parent, name.as_path(), kind, mode, number) {
+        Ok(()) | Err(Errno::EEXIST) => {}
+        Err(e) => return Err(format!("mknod: {e}")),
+    }
+    nix::unistd::fchownat(
+        &parent,
+        name.as_path(),
+        Some(nix::unistd::Uid::from_raw(device.uid)),
+        Some(nix::unistd::Gid::from_raw(device.gid)),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| format!("chown to {}:{}: {e}", device.uid, device.gid))?;
+    nix::sys::stat::fchmodat(
+        &parent,
+        name.as_path(),
+        mode,
+        nix::sys::stat::FchmodatFlags::FollowSymlink,
+    )
+    .map_err(|e| format!("chmod {:o}: {e}", device.mode))
+}
+
+/// A device bound from the host must be the one the spec describes.
+fn same_device(device: &DevicePlan) -> SetupResult<()> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let meta = std::fs::metadata(&device.path).map_err(|e| format!("host node: {e}"))?;
+    let kind_matches = match device.kind {
+        DeviceKind::Char => meta.file_type().is_char_device(),
+        DeviceKind::Block => meta.file_type().is_block_device(),
+        DeviceKind::Fifo => meta.file_type().is_fifo(),
+    };
+    let numbers = (
+        libc::major(meta.rdev()) as u64,
+        libc::minor(meta.rdev()) as u64,
+    );
+    if kind_matches && (device.kind == DeviceKind::Fifo || numbers == (device.major, device.minor))
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "in a user namespace devices are bound from the host, and the host's {} is not {:?} {}:{}",
+            device.path.display(),
+            device.kind,
+            device.major,
+            device.minor
+        ))
+    }
+}
+
+/// The directory of a `/dev/...` path inside the detached /dev tmpfs (made as needed), and
+/// the last component's name.
+fn dev_parent(dev: &OwnedFd, path: &Path) -> SetupResult<(OwnedFd, PathBuf)> {
+    let inside = path.strip_prefix("/dev").unwrap_or(path);
+    let name = inside
+        .file_name()
+        .map(PathBuf::from)
+        .ok_or_else(|| format!("{} has no name", path.display()))?;
+    let mut dir = dev
+        .try_clone()
+        .map_err(|e| format!("duplicate the /dev descriptor: {e}"))?;
+    for component in inside.parent().into_iter().flat_map(Path::components) {
+        if let Component::Normal(part) = component {
+            dir = create_child(&dir, Path::new(part), true)
+                .map_err(|e| format!("create {}: {e}", Path::new(part).display()))?;
+        }
+    }
+    Ok((dir, name))
 }
 
 fn attrs_of(m: &MountPlan) -> MountAttrs {
@@ -305,21 +409,27 @@ fn set_attrs(
     Ok(())
 }
 
-/// Binds the host's device node into the detached /dev tmpfs, over an empty file made there.
-fn bind_device(dev: &OwnedFd, name: &str) -> SetupResult<()> {
-    let host = Path::new("/dev").join(name);
-    if !host.exists() {
+/// Binds the host's device node at `path` (a `/dev/...` path) to the same place in the
+/// detached /dev tmpfs, over an empty file made there. A default device the host lacks is
+/// skipped.
+fn bind_device(dev: &OwnedFd, path: &Path) -> SetupResult<()> {
+    if !path.exists()
+        && DEFAULT_DEVICES
+            .iter()
+            .any(|d| Path::new("/dev").join(d) == path)
+    {
         return Ok(());
     }
     let node = open_tree(
         rustix::fs::CWD,
-        host.as_path(),
+        path,
         OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
     )
-    .map_err(|e| format!("bind /dev/{name}: {e}"))?;
-    let target = create_child(dev, Path::new(name), false)
-        .map_err(|e| format!("create /dev/{name}: {e}"))?;
-    attach(&node, &target).map_err(|e| format!("bind /dev/{name}: {e}"))
+    .map_err(|e| format!("bind {}: {e}", path.display()))?;
+    let (parent, name) = dev_parent(dev, path)?;
+    let target = create_child(&parent, &name, false)
+        .map_err(|e| format!("create {}: {e}", path.display()))?;
+    attach(&node, &target).map_err(|e| format!("bind {}: {e}", path.display()))
 }
 
 /// Hides each of `linux.maskedPaths` (a file behind /dev/null, a directory behind an empty

@@ -4,6 +4,9 @@
 //! Each `tests/*.rs` is its own crate and uses a different subset of this module.
 #![allow(dead_code)]
 
+pub mod cgroups;
+pub mod tasks_api;
+
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fmt;

@@ -28,7 +28,7 @@ extern char **environ;
 enum { ERR_INVALID_UTF8 = -1, ERR_WRITE_ZERO = -2 };
 
 static const char USAGE[] =
-    "usage: probe args | env | exit N | cat | read PATH | write PATH TEXT | "
+    "usage: probe args | env | exit N | cat | read PATH | head PATH N | write PATH TEXT | "
     "append PATH TEXT | ls PATH | pwd | mkdir PATH | rm PATH | stat PATH | "
     "link EXISTING NEW | symlink TARGET PATH | set-mtime PATH SECS | stdout-lines N | stderr TEXT | sleep SECS | spin | read-stdin-line | "
     "alloc-forever | panic";
@@ -402,6 +402,38 @@ static int cmd_read(char **argv) {
     return err;
 }
 
+// At most N bytes of a file, in hex on one line: for devices that never end, like /dev/zero.
+static int cmd_head(char **argv) {
+    long long want = atoll(argv[3]);
+    int fd = open(argv[2], O_RDONLY);
+    if (fd < 0)
+        return errno;
+    struct buf hex = {0};
+    unsigned char chunk[4096];
+    int err = 0;
+    while (want > 0) {
+        ssize_t n = read(fd, chunk, want < (long long)sizeof chunk ? (size_t)want : sizeof chunk);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            err = n < 0 ? errno : 0;
+            break;
+        }
+        for (ssize_t i = 0; i < n; i++) {
+            char two[3];
+            snprintf(two, sizeof two, "%02x", chunk[i]);
+            buf_add(&hex, two, 2);
+        }
+        want -= n;
+    }
+    close(fd);
+    buf_add(&hex, "\n", 1);
+    if (!err)
+        err = print_bytes(hex.data, hex.len);
+    free(hex.data);
+    return err;
+}
+
 // Opens path for writing with the extra flags, creating it if missing, and writes text.
 static int write_file(const char *path, int flags, const char *text) {
     int fd = open(path, O_WRONLY | O_CREAT | flags, 0666);
@@ -632,6 +664,7 @@ static const struct command COMMANDS[] = {
     {"exit", 1, cmd_exit},
     {"cat", 0, cmd_cat},
     {"read", 1, cmd_read},
+    {"head", 2, cmd_head},
     {"write", 2, cmd_write},
     {"append", 2, cmd_append},
     {"ls", 1, cmd_ls},

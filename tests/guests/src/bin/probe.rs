@@ -28,6 +28,8 @@ fn main() {
         ("exit", [n]) => exit(parse(n)),
         ("cat", []) => cat(),
         ("read", [path]) => fs::read(path).and_then(|data| print_bytes(&data)),
+        // At most N bytes, in hex on one line: for devices that never end, like /dev/zero.
+        ("head", [path, n]) => head(path, parse(n)),
         ("write", [path, text]) => fs::write(path, text),
         // Creates the file if it is missing, like a shell's `>>`.
         ("append", [path, text]) => fs::OpenOptions::new()
@@ -85,7 +87,7 @@ fn main() {
 fn usage() -> ! {
     eprintln!(
         "usage: probe args | env | exit N | cat | read PATH | write PATH TEXT | \
-         append PATH TEXT | ls PATH | pwd | mkdir PATH | rm PATH | stat PATH | \
+         head PATH N | append PATH TEXT | ls PATH | pwd | mkdir PATH | rm PATH | stat PATH | \
          link EXISTING NEW | symlink TARGET PATH | set-mtime PATH SECS | stdout-lines N | stderr TEXT | sleep SECS | spin | read-stdin-line | \
          alloc-forever | panic"
     );
@@ -117,6 +119,13 @@ fn print_bytes(data: &[u8]) -> io::Result<()> {
     let mut out = io::stdout().lock();
     out.write_all(data)?;
     out.flush()
+}
+
+fn head(path: &str, n: u64) -> io::Result<()> {
+    let mut data = Vec::new();
+    fs::File::open(path)?.take(n).read_to_end(&mut data)?;
+    let hex: String = data.iter().map(|b| format!("{b:02x}")).collect();
+    print_lines([hex])
 }
 
 fn cat() -> io::Result<()> {

@@ -1,0 +1,108 @@
+//! A minimal client of containerd's own gRPC API, for the calls `ctr` does not offer (ctr 1.6,
+//! 1.7 and 2.x have no `task update`). Messages are declared here with prost's derive, field
+//! numbers as in containerd's `api/services/tasks/v1/tasks.proto`, so no protoc is needed.
+
+use std::path::{Path, PathBuf};
+
+use prost::Message;
+use tonic::codegen::http::uri::PathAndQuery;
+
+/// `google.protobuf.Any`.
+#[derive(Clone, PartialEq, Message)]
+pub struct Any {
+    #[prost(string, tag = "1")]
+    pub type_url: String,
+    #[prost(bytes = "vec", tag = "2")]
+    pub value: Vec<u8>,
+}
+
+/// `containerd.services.tasks.v1.UpdateTaskRequest`.
+#[derive(Clone, PartialEq, Message)]
+pub struct UpdateTaskRequest {
+    #[prost(string, tag = "1")]
+    pub container_id: String,
+    #[prost(message, optional, tag = "2")]
+    pub resources: Option<Any>,
+    #[prost(map = "string, string", tag = "3")]
+    pub annotations: std::collections::HashMap<String, String>,
+}
+
+/// `google.protobuf.Empty`.
+#[derive(Clone, PartialEq, Message)]
+pub struct Empty {}
+
+/// The type URL containerd's client gives OCI `LinuxResources` (typeurl's registration).
+const LINUX_RESOURCES_TYPE: &str =
+    "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources";
+
+/// `Tasks.Update` of container `id` in `namespace` with new `linux.resources`, as
+/// containerd's Go client (`task.Update(ctx, WithResources(...))`) sends it.
+pub fn update_resources(
+    socket: &Path,
+    namespace: &str,
+    id: &str,
+    resources: &serde_json::Value,
+) -> Result<(), String> {
+    let request = UpdateTaskRequest {
+        container_id: id.to_string(),
+        resources: Some(Any {
+            type_url: LINUX_RESOURCES_TYPE.to_string(),
+            value: resources.to_string().into_bytes(),
+        }),
+        annotations: Default::default(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(unary::<_, Empty>(
+        socket.to_path_buf(),
+        namespace,
+        "/containerd.services.tasks.v1.Tasks/Update",
+        request,
+    ))?;
+    Ok(())
+}
+
+/// One unary gRPC call over containerd's unix socket, in `namespace`.
+async fn unary<Req, Resp>(
+    socket: PathBuf,
+    namespace: &str,
+    method: &'static str,
+    request: Req,
+) -> Result<Resp, String>
+where
+    Req: Message + Send + Sync + 'static,
+    Resp: Message + Default + Send + Sync + 'static,
+{
+    let channel = tonic::transport::Endpoint::from_static("http://containerd")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let socket = socket.clone();
+            async move {
+                tokio::net::UnixStream::connect(socket)
+                    .await
+                    .map(hyper_util::rt::TokioIo::new)
+            }
+        }))
+        .await
+        .map_err(|e| format!("connect to containerd: {e}"))?;
+    let mut client = tonic::client::Grpc::new(channel);
+    client
+        .ready()
+        .await
+        .map_err(|e| format!("containerd is not ready: {e}"))?;
+    let mut request = tonic::Request::new(request);
+    request.metadata_mut().insert(
+        "containerd-namespace",
+        namespace.parse().map_err(|e| format!("namespace: {e}"))?,
+    );
+    client
+        .unary(
+            request,
+            PathAndQuery::from_static(method),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(|status| format!("{method}: {} {}", status.code(), status.message()))
+}
