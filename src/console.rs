@@ -34,6 +34,8 @@ pub struct OpenedConsole {
     pub output_done: oneshot::Receiver<()>,
     /// The shim's write end of the stdin FIFO (see `container::Process::close_stdin`).
     pub stdin_hold: Option<File>,
+    /// The shim's read end of the output FIFO (see `stdio`).
+    pub output_holds: Vec<OwnedFd>,
 }
 
 /// Creates the terminal and starts copying: stdin FIFO → terminal, terminal → stdout.
@@ -49,7 +51,8 @@ pub fn open(stdin: &str, stdout: &str) -> Result<OpenedConsole> {
         .context(|| "make the pseudo-terminal close-on-exec".into())?;
     }
     let master = File::from(pty.master);
-    let output = File::from(stdio::open_output(stdout)?);
+    let (output, output_hold) = stdio::open_output(stdout)?;
+    let output = File::from(output);
     let (done_tx, output_done) = oneshot::channel();
     let reader = master
         .try_clone()
@@ -73,6 +76,7 @@ pub fn open(stdin: &str, stdout: &str) -> Result<OpenedConsole> {
         console: Console { master },
         output_done,
         stdin_hold,
+        output_holds: output_hold.into_iter().collect(),
     })
 }
 

@@ -1,12 +1,19 @@
 //! Containers and their processes: the task state machine, exit status and waiters.
 //!
 //! A process goes `Created -> Running -> Stopped`, or `Created -> Stopped` when killed before
-//! start; anything else is a FailedPrecondition. The exit status is recorded exactly once, by
-//! whoever observes the exit, and wakes every waiter through a watch channel, so no lock is
-//! held while a client waits.
+//! start (or when its module cannot run); `Running <-> Paused` through the freezer; anything
+//! else is a FailedPrecondition. The exit status is recorded exactly once, by the task that
+//! watches that very process (`Service::watch_exit`), and wakes every waiter through a watch
+//! channel.
+//!
+//! Containers are shared (`Arc`) and keep their mutable state behind locks of their own, held
+//! only for a state change: the service's map of containers is locked only to find one, so no
+//! request ever waits on another container, and no lock is held while a guest is waited on.
 
 use std::fs::File;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use containerd_shim::api::Status;
@@ -14,7 +21,6 @@ use tokio::sync::{oneshot, watch};
 
 use crate::cgroup::Cgroup;
 use crate::console::Console;
-
 use crate::error::{Error, Result};
 use crate::guest::GuestProcess;
 
@@ -34,13 +40,15 @@ pub struct StdioPaths {
     pub terminal: bool,
 }
 
-#[derive(Debug)]
+/// Where a process is, until it has exited (the exit itself lives in the watch channel).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Created,
+    /// Start is waiting for the module to load; State still answers CREATED.
+    Starting,
     Running,
     /// Frozen by Pause (the cgroup freezer); Resume goes back to Running.
     Paused,
-    Stopped(ExitInfo),
 }
 
 /// One process of a container: its init process (exec processes come with `kubectl exec`).
@@ -48,28 +56,46 @@ enum State {
 pub struct Process {
     pub pid: i32,
     pub stdio: StdioPaths,
-    state: State,
     guest: GuestProcess,
+    state: Mutex<State>,
     /// The shim's own write end of the stdin FIFO: while held, the guest does not see EOF
     /// just because the client has not opened its end yet. CloseIO drops it.
-    stdin_hold: Option<File>,
+    stdin_hold: Mutex<Option<File>>,
+    /// Read ends of the output FIFOs, held for the life of the process (see
+    /// `stdio::OpenedStdio::output_holds`).
+    _output_holds: Vec<OwnedFd>,
     /// The task's terminal, if it was created with one.
     pub console: Option<Console>,
     /// Resolves once the terminal's output is copied out; the exit waits for it.
-    output_done: Option<oneshot::Receiver<()>>,
+    output_done: Mutex<Option<oneshot::Receiver<()>>>,
+    /// True while a Start is under way: the exit of a guest that dies meanwhile is reported
+    /// only after its TaskStart (see [`Process::settle_start`]).
+    starting: watch::Sender<bool>,
     exit_tx: watch::Sender<Option<ExitInfo>>,
 }
 
+/// Locks a state mutex; a panic elsewhere while it was held leaves a consistent value.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl Process {
-    pub fn new(guest: GuestProcess, stdio: StdioPaths, stdin_hold: Option<File>) -> Process {
+    pub fn new(
+        guest: GuestProcess,
+        stdio: StdioPaths,
+        stdin_hold: Option<File>,
+        output_holds: Vec<OwnedFd>,
+    ) -> Process {
         Process {
             pid: guest.pid,
             stdio,
-            state: State::Created,
             guest,
-            stdin_hold,
+            state: Mutex::new(State::Created),
+            stdin_hold: Mutex::new(stdin_hold),
+            _output_holds: output_holds,
             console: None,
-            output_done: None,
+            output_done: Mutex::new(None),
+            starting: watch::channel(false).0,
             exit_tx: watch::channel(None).0,
         }
     }
@@ -77,95 +103,124 @@ impl Process {
     /// Attaches the task's terminal (see `console.rs`).
     pub fn with_console(mut self, console: Console, output_done: oneshot::Receiver<()>) -> Self {
         self.console = Some(console);
-        self.output_done = Some(output_done);
+        self.output_done = Mutex::new(Some(output_done));
         self
     }
 
     /// What must finish before the exit is reported: the terminal output copy, if any.
-    pub fn take_output_done(&mut self) -> Option<oneshot::Receiver<()>> {
-        self.output_done.take()
+    pub fn take_output_done(&self) -> Option<oneshot::Receiver<()>> {
+        lock(&self.output_done).take()
     }
 
     pub fn status(&self) -> Status {
-        match self.state {
-            State::Created => Status::CREATED,
+        if self.is_stopped() {
+            return Status::STOPPED;
+        }
+        match *lock(&self.state) {
+            State::Created | State::Starting => Status::CREATED,
             State::Running => Status::RUNNING,
             State::Paused => Status::PAUSED,
-            State::Stopped(_) => Status::STOPPED,
         }
     }
 
     /// `Running -> Paused`, once the caller has frozen the cgroup.
-    pub fn set_paused(&mut self) -> Result<()> {
-        match self.state {
-            State::Running => {
-                self.state = State::Paused;
-                Ok(())
-            }
-            _ => Err(Error::FailedPrecondition(format!(
-                "process {} is not running, so it cannot be paused",
-                self.pid
-            ))),
-        }
+    pub fn set_paused(&self) -> Result<()> {
+        self.transition(State::Running, State::Paused, "is not running")
     }
 
     /// `Paused -> Running`, once the caller has thawed the cgroup.
-    pub fn set_resumed(&mut self) -> Result<()> {
-        match self.state {
-            State::Paused => {
-                self.state = State::Running;
-                Ok(())
-            }
-            _ => Err(Error::FailedPrecondition(format!(
-                "process {} is not paused",
+    pub fn set_resumed(&self) -> Result<()> {
+        self.transition(State::Paused, State::Running, "is not paused")
+    }
+
+    fn transition(&self, from: State, to: State, otherwise: &str) -> Result<()> {
+        let mut state = lock(&self.state);
+        if *state != from || self.is_stopped() {
+            return Err(Error::FailedPrecondition(format!(
+                "process {} {otherwise}",
                 self.pid
-            ))),
+            )));
         }
+        *state = to;
+        Ok(())
     }
 
     pub fn is_paused(&self) -> bool {
-        matches!(self.state, State::Paused)
+        !self.is_stopped() && *lock(&self.state) == State::Paused
     }
 
     pub fn exit(&self) -> Option<ExitInfo> {
-        match self.state {
-            State::Stopped(info) => Some(info),
-            _ => None,
-        }
+        *self.exit_tx.borrow()
     }
 
     pub fn is_stopped(&self) -> bool {
-        matches!(self.state, State::Stopped(_))
+        self.exit().is_some()
     }
 
-    /// `Created -> Running`: releases the guest.
-    pub fn start(&mut self) -> Result<()> {
-        match self.state {
-            State::Created => {
-                self.guest.start()?;
-                self.state = State::Running;
-                Ok(())
-            }
-            State::Running | State::Paused => Err(Error::FailedPrecondition(format!(
-                "process {} is already running",
+    /// The first half of Start: `Created -> Starting`, or why the process cannot be started.
+    /// Until [`Process::settle_start`], the process's exit is held back.
+    pub fn begin_start(&self) -> Result<()> {
+        let mut state = lock(&self.state);
+        let refused = match *state {
+            _ if self.is_stopped() => Some("has already exited"),
+            State::Created => None,
+            State::Starting => Some("is already being started"),
+            State::Running | State::Paused => Some("is already running"),
+        };
+        if let Some(why) = refused {
+            return Err(Error::FailedPrecondition(format!(
+                "process {} {why}",
                 self.pid
-            ))),
-            State::Stopped(_) => Err(Error::FailedPrecondition(format!(
-                "process {} has already exited",
-                self.pid
-            ))),
+            )));
         }
+        *state = State::Starting;
+        self.starting.send_replace(true);
+        Ok(())
+    }
+
+    /// The second half: waits (blocking; call it from a blocking task, no lock held) for the
+    /// module to load, at most `load_wait`, then releases the guest: `Starting -> Running`. A
+    /// module that cannot run fails with the reason (see `GuestProcess::start`).
+    pub fn finish_start(&self, load_wait: std::time::Duration) -> Result<()> {
+        let started = self.guest.start(load_wait);
+        *lock(&self.state) = if started.is_ok() {
+            State::Running
+        } else {
+            State::Created
+        };
+        started
+    }
+
+    /// Called once a Start has queued its TaskStart (or failed): the exit may now be reported.
+    pub fn settle_start(&self) {
+        self.starting.send_replace(false);
+    }
+
+    /// Waits until no Start is under way.
+    pub async fn start_settled(&self) {
+        let mut starting = self.starting.subscribe();
+        let _ = starting.wait_for(|s| !*s).await;
+    }
+
+    /// A process deleted before it was started must never run: its guest exits.
+    pub fn abandon(&self) {
+        self.guest.abandon();
     }
 
     /// Records the exit (first observation wins) and wakes every waiter.
-    pub fn set_exited(&mut self, status: u32, at: SystemTime) -> Option<ExitInfo> {
-        if self.is_stopped() {
+    pub fn set_exited(&self, status: u32, at: SystemTime) -> Option<ExitInfo> {
+        let info = ExitInfo { status, at };
+        let first = self.exit_tx.send_if_modified(|exit| {
+            if exit.is_some() {
+                return false;
+            }
+            *exit = Some(info);
+            true
+        });
+        if !first {
             return None;
         }
-        let info = ExitInfo { status, at };
-        self.state = State::Stopped(info);
-        self.stdin_hold = None;
-        self.exit_tx.send_replace(Some(info));
+        lock(&self.stdin_hold).take();
         Some(info)
     }
 
@@ -175,35 +230,27 @@ impl Process {
     }
 
     /// Sends a signal to the process, as runc's shim does: an exited process is NotFound.
+    /// The signal goes through the process's pidfd, so it can never reach another process
+    /// that reused the pid.
     pub fn kill(&self, signal: u32) -> Result<()> {
         if self.is_stopped() {
             return Err(finished(self.pid));
         }
-        send_signal(self.pid, signal)
+        let signal = i32::try_from(signal)
+            .ok()
+            .filter(|s| *s == 0 || nix::sys::signal::Signal::try_from(*s).is_ok())
+            .ok_or_else(|| Error::InvalidArgument(format!("invalid signal {signal}")))?;
+        match self.guest.signal(signal) {
+            Ok(()) => Ok(()),
+            // Exited, maybe not yet reaped: the exit is on its way.
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Err(finished(self.pid)),
+            Err(e) => Err(Error::io(format!("kill process {}", self.pid), e)),
+        }
     }
 
     /// CloseIO: the client has closed stdin; once its writer is gone the guest sees EOF.
-    pub fn close_stdin(&mut self) {
-        self.stdin_hold = None;
-    }
-}
-
-/// Sends `signal` to `pid`. Signal 0 is kill(2)'s liveness check.
-pub fn send_signal(pid: i32, signal: u32) -> Result<()> {
-    let sig = match signal {
-        0 => None,
-        n => Some(
-            i32::try_from(n)
-                .ok()
-                .and_then(|s| nix::sys::signal::Signal::try_from(s).ok())
-                .ok_or_else(|| Error::InvalidArgument(format!("invalid signal {signal}")))?,
-        ),
-    };
-    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig) {
-        Ok(()) => Ok(()),
-        // Exited but not yet reaped: the exit event is on its way.
-        Err(nix::errno::Errno::ESRCH) => Err(finished(pid)),
-        Err(e) => Err(Error::io(format!("kill process {pid}"), e.into())),
+    pub fn close_stdin(&self) {
+        lock(&self.stdin_hold).take();
     }
 }
 
@@ -212,7 +259,7 @@ fn finished(pid: i32) -> Error {
     Error::NotFound(format!("process {pid} already finished"))
 }
 
-/// A container: its bundle, rootfs and init process.
+/// A container: its bundle, rootfs, cgroup and init process.
 #[derive(Debug)]
 pub struct Container {
     pub id: String,
@@ -220,14 +267,14 @@ pub struct Container {
     pub rootfs: PathBuf,
     /// Whether the shim mounted the rootfs (and so must unmount it on delete).
     pub rootfs_mounted: bool,
-    pub init: Process,
+    pub init: Arc<Process>,
     /// The container's cgroup (placement, limits, stats, freezer).
-    pub cgroup: Cgroup,
+    pub cgroup: Arc<Cgroup>,
 }
 
 impl Container {
     /// The process named by `exec_id` (empty: the init process).
-    pub fn process(&self, exec_id: &str) -> Result<&Process> {
+    pub fn process(&self, exec_id: &str) -> Result<&Arc<Process>> {
         if exec_id.is_empty() {
             Ok(&self.init)
         } else {
@@ -235,18 +282,15 @@ impl Container {
         }
     }
 
-    pub fn process_mut(&mut self, exec_id: &str) -> Result<&mut Process> {
-        if exec_id.is_empty() {
-            Ok(&mut self.init)
-        } else {
-            Err(Error::not_found_exec(&self.id, exec_id))
-        }
+    /// Every process of the container.
+    pub fn processes(&self) -> Vec<&Arc<Process>> {
+        vec![&self.init]
     }
 
     /// Pids of every live process of the container.
     pub fn pids(&self) -> Vec<u32> {
-        [&self.init]
-            .iter()
+        self.processes()
+            .into_iter()
             .filter(|p| !p.is_stopped())
             .map(|p| p.pid as u32)
             .collect()
@@ -254,13 +298,12 @@ impl Container {
 
     /// Delete is allowed once the process has exited, or before it was ever started.
     pub fn check_deletable(&self, exec_id: &str) -> Result<()> {
-        let process = self.process(exec_id)?;
-        match process.state {
-            State::Running | State::Paused => Err(Error::FailedPrecondition(format!(
+        match self.process(exec_id)?.status() {
+            Status::RUNNING | Status::PAUSED => Err(Error::FailedPrecondition(format!(
                 "cannot delete {}: the process is running; kill it first",
                 self.id
             ))),
-            State::Created | State::Stopped(_) => Ok(()),
+            _ => Ok(()),
         }
     }
 }

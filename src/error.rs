@@ -30,6 +30,9 @@ pub enum Error {
     /// A deliberate "this shim does not do that (yet)".
     #[error("{0}")]
     Unimplemented(String),
+    /// Something the shim waited for did not happen in time (a guest that never got ready).
+    #[error("{0}")]
+    DeadlineExceeded(String),
     /// An operating-system call failed; `context` says what the shim was doing.
     #[error("{context}: {source}")]
     Io {
@@ -72,6 +75,7 @@ impl Error {
             Error::AlreadyExists(_) => Code::ALREADY_EXISTS,
             Error::FailedPrecondition(_) => Code::FAILED_PRECONDITION,
             Error::Unimplemented(_) => Code::UNIMPLEMENTED,
+            Error::DeadlineExceeded(_) => Code::DEADLINE_EXCEEDED,
             Error::Io { source, .. } if source.kind() == io::ErrorKind::NotFound => Code::NOT_FOUND,
             Error::Io { .. } | Error::Internal(_) => Code::INTERNAL,
         }
@@ -135,6 +139,10 @@ mod tests {
         assert_eq!(
             code_of(Error::Unimplemented("x".into())),
             Code::UNIMPLEMENTED
+        );
+        assert_eq!(
+            code_of(Error::DeadlineExceeded("x".into())),
+            Code::DEADLINE_EXCEEDED
         );
         assert_eq!(code_of(Error::Internal("x".into())), Code::INTERNAL);
         let missing = io::Error::from(io::ErrorKind::NotFound);

@@ -6,80 +6,150 @@ use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::SystemTime;
 
 use containerd_shim::api::{CreateTaskRequest, StateResponse};
 use containerd_shim::protos::protobuf::MessageField;
 use containerd_shim::ExitSignal;
 use log::{debug, info, warn};
-use tokio::sync::Mutex;
 
 use crate::cgroup::Cgroup;
-use crate::container::{send_signal, Container, ExitInfo, Process, StdioPaths};
+use crate::container::{Container, ExitInfo, Process, StdioPaths};
 use crate::engine::cache::ModuleCache;
 use crate::engine::wasmer::engine_key;
 use crate::error::{Error, IoContext, Result};
 use crate::events::{timestamp, Events};
+use crate::guest::exit::ExitWatch;
 use crate::guest::{GuestFds, GuestProcess};
+use crate::options::RuntimeOptions;
 use crate::spec::{CacheUse, RunPlan};
 use crate::{console, module, rootfs, spec, stdio};
 
-/// Where compiled modules are cached unless `CONTAINERD_SHIM_WASM_CACHE_DIR` says otherwise.
-pub const DEFAULT_CACHE_DIR: &str = "/var/lib/containerd-shim-wasm/cache";
-pub const CACHE_DIR_ENV: &str = "CONTAINERD_SHIM_WASM_CACHE_DIR";
-
-/// The file in the bundle that records the init pid, so `delete` can end a guest whose shim
-/// is gone.
-pub const PID_FILE: &str = "init.pid";
+/// The file in the bundle that records the init process's identity (pid and start time), so
+/// `delete` can end a guest whose shim is gone, and only that guest.
+pub const IDENTITY_FILE: &str = "guest-identity";
 
 /// Exit status reported when the shim kills a process itself (SIGKILL).
 pub const EXIT_KILLED: u32 = 128 + libc::SIGKILL as u32;
 
+/// How long Start waits for the module to load before it releases the guest anyway (see
+/// `GuestProcess::start`): long enough for a cached load or a module that fails to compile
+/// to answer, short enough that Start answers promptly while a big module compiles.
+const START_LOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// How long an exit waits for a terminal's output to drain before it is reported anyway.
 const OUTPUT_DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// An entry of the container map: reserved while its Create runs (invisible to every other
+/// request), then the container.
+enum Slot {
+    Creating,
+    Ready(Arc<Container>),
+}
+
 pub struct Service {
-    containers: Mutex<HashMap<String, Container>>,
+    /// Locked only to find, add or remove a container, never across a wait.
+    containers: Mutex<HashMap<String, Slot>>,
     events: Events,
     exit: Arc<ExitSignal>,
+    /// The runtime options of the first Create (every container of a shim comes through the
+    /// same runtime handler, so they share them).
+    options: OnceLock<RuntimeOptions>,
     /// The compiled-module cache; `None` if its directory cannot be used (modules then
     /// compile at every start).
-    cache: Option<ModuleCache>,
+    cache: OnceLock<Option<ModuleCache>>,
+}
+
+/// Removes a Create's reservation unless the container took its place.
+struct Reservation<'a> {
+    service: &'a Service,
+    id: String,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        let mut containers = self.service.map();
+        if matches!(containers.get(&self.id), Some(Slot::Creating)) {
+            containers.remove(&self.id);
+        }
+    }
 }
 
 impl Service {
     pub fn new(events: Events, exit: Arc<ExitSignal>) -> Service {
-        let cache_dir = std::env::var_os(CACHE_DIR_ENV)
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_CACHE_DIR));
-        let cache = ModuleCache::open(&cache_dir, &engine_key())
-            .map_err(|e| warn!("module cache disabled: {e}"))
-            .ok();
         Service {
             containers: Mutex::new(HashMap::new()),
             events,
             exit,
-            cache,
+            options: OnceLock::new(),
+            cache: OnceLock::new(),
         }
     }
 
-    pub async fn create(&self, req: &CreateTaskRequest) -> Result<u32> {
-        let mut containers = self.containers.lock().await;
-        if containers.contains_key(&req.id) {
+    fn map(&self) -> MutexGuard<'_, HashMap<String, Slot>> {
+        self.containers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The container `id`, once its Create has finished.
+    fn container(&self, id: &str) -> Result<Arc<Container>> {
+        match self.map().get(id) {
+            Some(Slot::Ready(container)) => Ok(container.clone()),
+            _ => Err(Error::not_found_container(id)),
+        }
+    }
+
+    fn reserve(&self, id: &str) -> Result<Reservation<'_>> {
+        let mut containers = self.map();
+        if containers.contains_key(id) {
             return Err(Error::AlreadyExists(format!(
-                "container {} already exists",
-                req.id
+                "container {id} already exists"
             )));
         }
+        containers.insert(id.to_string(), Slot::Creating);
+        Ok(Reservation {
+            service: self,
+            id: id.to_string(),
+        })
+    }
+
+    /// The options of this shim's runtime, from the first Create's request.
+    fn options(&self, req: &CreateTaskRequest) -> Result<&RuntimeOptions> {
+        if let Some(options) = self.options.get() {
+            return Ok(options);
+        }
+        let options = RuntimeOptions::from_request(req.options.as_ref())?;
+        if let Some(level) = options.log_level {
+            log::set_max_level(level);
+        }
+        Ok(self.options.get_or_init(|| options))
+    }
+
+    fn cache(&self, options: &RuntimeOptions) -> Option<&ModuleCache> {
+        self.cache
+            .get_or_init(|| {
+                ModuleCache::open(&options.cache_dir, &engine_key())
+                    .map_err(|e| warn!("module cache disabled: {e}"))
+                    .ok()
+            })
+            .as_ref()
+    }
+
+    /// Create: no lock is held while the guest sets itself up, so other containers' requests
+    /// answer meanwhile; the id is reserved so a second Create of it fails at once.
+    pub async fn create(&self, req: &CreateTaskRequest) -> Result<u32> {
+        let reservation = self.reserve(&req.id)?;
+        let options = self.options(req)?.clone();
         let bundle = PathBuf::from(&req.bundle);
         let spec = spec::load_spec(&bundle)?;
         let rootfs = spec::rootfs_path(&spec, &bundle)?;
         let mounted = rootfs::mount(&req.rootfs, &rootfs)?;
         let started = std::time::Instant::now();
-        let created = self.create_in_rootfs(req, &spec, &bundle, &rootfs).await;
+        let created = self
+            .create_in_rootfs(req, &spec, &bundle, &rootfs, &options)
+            .await;
         debug!("create id={} took {:?}", req.id, started.elapsed());
-        let (init, cgroup) = match created {
+        let (init, cgroup, exit) = match created {
             Ok(created) => created,
             Err(e) => {
                 if mounted {
@@ -90,18 +160,19 @@ impl Service {
         };
         let pid = init.pid as u32;
         info!("create id={} pid={pid} bundle={}", req.id, bundle.display());
+        let container = Arc::new(Container {
+            id: req.id.clone(),
+            bundle,
+            rootfs,
+            rootfs_mounted: mounted,
+            init,
+            cgroup: Arc::new(cgroup),
+        });
+        // TaskCreate is queued before anything can queue this container's TaskExit.
         self.events.task_create(&req.id, &req.bundle, pid);
-        containers.insert(
-            req.id.clone(),
-            Container {
-                id: req.id.clone(),
-                bundle,
-                rootfs,
-                rootfs_mounted: mounted,
-                init,
-                cgroup,
-            },
-        );
+        self.watch_exit(&container, &container.init, exit);
+        self.map().insert(req.id.clone(), Slot::Ready(container));
+        drop(reservation);
         Ok(pid)
     }
 
@@ -111,7 +182,8 @@ impl Service {
         spec: &oci_spec::runtime::Spec,
         bundle: &Path,
         rootfs: &Path,
-    ) -> Result<(Process, Cgroup)> {
+        options: &RuntimeOptions,
+    ) -> Result<(Arc<Process>, Cgroup, ExitWatch)> {
         let mut plan = spec::plan(&req.id, spec, rootfs)?;
         let linux = spec.linux().as_ref();
         let cgroup = Cgroup::new(linux.and_then(|l| l.cgroups_path().as_deref()), &req.id)?;
@@ -121,9 +193,10 @@ impl Service {
         }
         let placement = Placement {
             cgroup,
-            resources: linux.and_then(|l| l.resources().clone()),
+            resources: resources.cloned(),
+            ready_timeout: options.ready_timeout,
         };
-        let handoff = module::hand_off(rootfs, &plan.module, self.cache.as_ref())?;
+        let handoff = module::hand_off(rootfs, &plan.module, self.cache(options))?;
         plan.cache = CacheUse {
             entry: handoff.cache_entry.is_some(),
             store: handoff.artifact_out.is_some(),
@@ -135,89 +208,113 @@ impl Service {
             stderr: req.stderr.clone(),
             terminal: req.terminal,
         };
-        if !req.terminal {
-            let opened = stdio::open(&req.stdin, &req.stdout, &req.stderr)?;
-            let fds = GuestFds {
-                stdin: opened.stdin,
-                stdout: opened.stdout,
-                stderr: opened.stderr,
-                log,
-                module: handoff.module,
-                cache_entry: handoff.cache_entry,
-                artifact_out: handoff.artifact_out,
-                terminal: false,
-            };
-            let (guest, cgroup) = spawn_guest(plan, fds, bundle, placement).await?;
-            return Ok((Process::new(guest, stdio, opened.stdin_hold), cgroup));
-        }
-        let tty = console::open(&req.stdin, &req.stdout)?;
-        let slave = |what: &str| {
-            tty.slave
-                .try_clone()
-                .context(|| format!("duplicate the terminal for {what}"))
-        };
+        let guest_stdio = open_stdio(req).await?;
         let fds = GuestFds {
-            stdin: slave("stdin")?,
-            stdout: slave("stdout")?,
-            stderr: tty.slave,
+            stdin: guest_stdio.stdin,
+            stdout: guest_stdio.stdout,
+            stderr: guest_stdio.stderr,
             log,
             module: handoff.module,
             cache_entry: handoff.cache_entry,
             artifact_out: handoff.artifact_out,
-            terminal: true,
+            terminal: req.terminal,
         };
+        let exit = ExitWatch::subscribe().await?;
         let (guest, cgroup) = spawn_guest(plan, fds, bundle, placement).await?;
-        let process =
-            Process::new(guest, stdio, tty.stdin_hold).with_console(tty.console, tty.output_done);
-        Ok((process, cgroup))
+        let mut process = Process::new(
+            guest,
+            stdio,
+            guest_stdio.stdin_hold,
+            guest_stdio.output_holds,
+        );
+        if let Some((console, output_done)) = guest_stdio.console {
+            process = process.with_console(console, output_done);
+        }
+        Ok((Arc::new(process), cgroup, exit))
     }
 
+    /// Watches one process until it exits, on a task of its own (so exits and terminal
+    /// drains of different containers never wait on each other): the terminal's output is
+    /// drained, TaskOOM published if the OOM killer ended it, TaskExit queued, and only then
+    /// is the exit recorded, so a Delete that follows a Wait queues TaskDelete after it.
+    fn watch_exit(&self, container: &Arc<Container>, process: &Arc<Process>, exit: ExitWatch) {
+        let (container, process) = (container.clone(), process.clone());
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let pid = process.pid;
+            let status = exit.wait(pid).await as u32;
+            // The guest side of a terminal is closed now: the copy ends at once with what is
+            // buffered.
+            if let Some(done) = process.take_output_done() {
+                let _ = tokio::time::timeout(OUTPUT_DRAIN_LIMIT, done).await;
+            }
+            // A guest that died while Start waited for its module: TaskStart goes first.
+            process.start_settled().await;
+            // The OOM killer's kill shows in the cgroup's count; TaskOOM goes first, so that
+            // CRI has it when it records the exit (reason OOMKilled).
+            if status == EXIT_KILLED && container.cgroup.oom_kills() > 0 {
+                info!("oom id={} pid={pid}", container.id);
+                events.task_oom(&container.id);
+            }
+            let at = SystemTime::now();
+            info!("exit id={} pid={pid} status={status}", container.id);
+            events.task_exit(&container.id, "", pid as u32, status, at);
+            process.set_exited(status, at);
+        });
+    }
+
+    /// Start: waits (without any lock) for the module to load, then releases the guest. A
+    /// module that cannot run fails here with the reason.
     pub async fn start(&self, id: &str, exec_id: &str) -> Result<u32> {
-        let mut containers = self.containers.lock().await;
-        let container = containers
-            .get_mut(id)
-            .ok_or_else(|| Error::not_found_container(id))?;
-        let process = container.process_mut(exec_id)?;
-        process.start()?;
+        let container = self.container(id)?;
+        let process = container.process(exec_id)?.clone();
+        process.begin_start()?;
+        let starting = process.clone();
+        let started = tokio::task::spawn_blocking(move || starting.finish_start(START_LOAD_WAIT))
+            .await
+            .map_err(|e| Error::Internal(format!("start task failed: {e}")))
+            .and_then(|r| r);
         let pid = process.pid as u32;
-        info!("start id={id} pid={pid}");
-        self.events.task_start(id, pid);
-        Ok(pid)
+        match &started {
+            Ok(()) => {
+                info!("start id={id} pid={pid}");
+                self.events.task_start(id, pid);
+                process.settle_start();
+            }
+            Err(e) => {
+                warn!("start id={id}: {e}");
+                process.settle_start();
+                // The guest ends without running; answer once it has, so the task is STOPPED
+                // and the client's Delete goes through, as after runc's failed start.
+                end_unstarted(&process).await;
+            }
+        }
+        started.map(|()| pid)
     }
 
     pub async fn kill(&self, id: &str, exec_id: &str, signal: u32, all: bool) -> Result<()> {
-        let containers = self.containers.lock().await;
-        let container = containers
-            .get(id)
-            .ok_or_else(|| Error::not_found_container(id))?;
+        let container = self.container(id)?;
         info!("kill id={id} signal={signal} all={all}");
         if all && exec_id.is_empty() {
             // Every process of the container; one that already finished is not an error.
-            for pid in container.pids() {
-                let _ = send_signal(pid as i32, signal);
+            for process in container.processes() {
+                let _ = process.kill(signal);
             }
-            return Ok(());
+        } else {
+            container.process(exec_id)?.kill(signal)?;
         }
-        let process = container.process(exec_id)?;
-        process.kill(signal)?;
         // On cgroup v1 a frozen process does not act on SIGKILL until it is thawed: thaw a
         // paused container after SIGKILL, as runc does, so Kill ends it. Other signals wait
         // for Resume.
-        if process.is_paused() && signal == libc::SIGKILL as u32 {
-            container.cgroup.thaw()?;
+        if container.init.is_paused() && signal == libc::SIGKILL as u32 {
+            thaw(&container.cgroup).await?;
         }
         Ok(())
     }
 
     /// Waits until the process exits; returns at once if it already has.
     pub async fn wait(&self, id: &str, exec_id: &str) -> Result<ExitInfo> {
-        let mut exit = {
-            let containers = self.containers.lock().await;
-            let container = containers
-                .get(id)
-                .ok_or_else(|| Error::not_found_container(id))?;
-            container.process(exec_id)?.subscribe_exit()
-        };
+        let mut exit = self.container(id)?.process(exec_id)?.subscribe_exit();
         let info = exit
             .wait_for(Option::is_some)
             .await
@@ -229,14 +326,19 @@ impl Service {
         if !exec_id.is_empty() {
             return Err(Error::not_found_exec(id, exec_id));
         }
-        self.stop_if_never_started(id).await?;
-        let mut containers = self.containers.lock().await;
-        let container = containers
-            .get(id)
-            .ok_or_else(|| Error::not_found_container(id))?;
+        let container = self.container(id)?;
         container.check_deletable(exec_id)?;
-        let container = containers.remove(id).expect("checked above");
-        drop(containers);
+        stop_if_never_started(&container.init).await;
+        {
+            let mut containers = self.map();
+            match containers.get(id) {
+                Some(Slot::Ready(c)) if Arc::ptr_eq(c, &container) => {
+                    containers.remove(id);
+                }
+                // A concurrent Delete took it.
+                _ => return Err(Error::not_found_container(id)),
+            }
+        }
         let pid = container.init.pid as u32;
         let exit = container.init.exit().unwrap_or(ExitInfo {
             status: EXIT_KILLED,
@@ -247,36 +349,15 @@ impl Service {
                 warn!("delete id={id}: {e}");
             }
         }
-        let _ = std::fs::remove_file(container.bundle.join(PID_FILE));
-        remove_cgroup_when_empty(container.cgroup).await;
+        let _ = std::fs::remove_file(container.bundle.join(IDENTITY_FILE));
+        remove_cgroup_when_empty(container.cgroup.clone()).await;
         info!("delete id={id} pid={pid} exit_status={}", exit.status);
         self.events.task_delete(id, pid, exit.status, exit.at);
         Ok((pid, exit))
     }
 
-    /// Deleting a created task ends its guest first, as runc's delete does.
-    async fn stop_if_never_started(&self, id: &str) -> Result<()> {
-        let exit = {
-            let containers = self.containers.lock().await;
-            let container = containers
-                .get(id)
-                .ok_or_else(|| Error::not_found_container(id))?;
-            if container.init.status() != containerd_shim::api::Status::CREATED {
-                return Ok(());
-            }
-            let _ = send_signal(container.init.pid, libc::SIGKILL as u32);
-            container.init.subscribe_exit()
-        };
-        let mut exit = exit;
-        let _ = exit.wait_for(Option::is_some).await;
-        Ok(())
-    }
-
     pub async fn state(&self, id: &str, exec_id: &str) -> Result<StateResponse> {
-        let containers = self.containers.lock().await;
-        let container = containers
-            .get(id)
-            .ok_or_else(|| Error::not_found_container(id))?;
+        let container = self.container(id)?;
         let process = container.process(exec_id)?;
         let mut resp = StateResponse {
             id: id.to_string(),
@@ -298,28 +379,17 @@ impl Service {
     }
 
     pub async fn pids(&self, id: &str) -> Result<Vec<u32>> {
-        let containers = self.containers.lock().await;
-        let container = containers
-            .get(id)
-            .ok_or_else(|| Error::not_found_container(id))?;
-        Ok(container.pids())
+        Ok(self.container(id)?.pids())
     }
 
     pub async fn close_io(&self, id: &str, exec_id: &str) -> Result<()> {
-        let mut containers = self.containers.lock().await;
-        let container = containers
-            .get_mut(id)
-            .ok_or_else(|| Error::not_found_container(id))?;
-        container.process_mut(exec_id)?.close_stdin();
+        self.container(id)?.process(exec_id)?.close_stdin();
         Ok(())
     }
 
     /// ResizePty: sets the window size of the process's terminal.
     pub async fn resize_pty(&self, id: &str, exec_id: &str, width: u32, height: u32) -> Result<()> {
-        let containers = self.containers.lock().await;
-        let container = containers
-            .get(id)
-            .ok_or_else(|| Error::not_found_container(id))?;
+        let container = self.container(id)?;
         match &container.process(exec_id)?.console {
             Some(console) => console.resize(width, height),
             None => Err(Error::FailedPrecondition(format!(
@@ -330,16 +400,14 @@ impl Service {
 
     /// Pause: freezes the container's cgroup; State shows PAUSED.
     pub async fn pause(&self, id: &str) -> Result<()> {
-        let mut containers = self.containers.lock().await;
-        let container = containers
-            .get_mut(id)
-            .ok_or_else(|| Error::not_found_container(id))?;
+        let container = self.container(id)?;
         if container.init.status() != containerd_shim::api::Status::RUNNING {
             return Err(Error::FailedPrecondition(format!(
                 "container {id} is not running, so it cannot be paused"
             )));
         }
-        container.cgroup.freeze()?;
+        let cgroup = container.cgroup.clone();
+        blocking(move || cgroup.freeze()).await?;
         container.init.set_paused()?;
         info!("pause id={id}");
         self.events.task_paused(id);
@@ -348,16 +416,13 @@ impl Service {
 
     /// Resume: thaws the container's cgroup.
     pub async fn resume(&self, id: &str) -> Result<()> {
-        let mut containers = self.containers.lock().await;
-        let container = containers
-            .get_mut(id)
-            .ok_or_else(|| Error::not_found_container(id))?;
+        let container = self.container(id)?;
         if !container.init.is_paused() {
             return Err(Error::FailedPrecondition(format!(
                 "container {id} is not paused"
             )));
         }
-        container.cgroup.thaw()?;
+        thaw(&container.cgroup).await?;
         container.init.set_resumed()?;
         info!("resume id={id}");
         self.events.task_resumed(id);
@@ -372,16 +437,14 @@ impl Service {
                     "the update's resources are not OCI linux.resources: {e}"
                 ))
             })?;
-        let containers = self.containers.lock().await;
-        let container = containers
-            .get(id)
-            .ok_or_else(|| Error::not_found_container(id))?;
+        let container = self.container(id)?;
         if container.init.is_stopped() {
             return Err(Error::FailedPrecondition(format!(
                 "container {id} has exited; there is nothing to update"
             )));
         }
-        container.cgroup.apply(resources)?;
+        let cgroup = container.cgroup.clone();
+        blocking(move || cgroup.apply(resources)).await?;
         info!("update id={id}");
         Ok(())
     }
@@ -391,66 +454,106 @@ impl Service {
         &self,
         id: &str,
     ) -> Result<containerd_shim::protos::protobuf::well_known_types::any::Any> {
-        let containers = self.containers.lock().await;
-        let container = containers
-            .get(id)
-            .ok_or_else(|| Error::not_found_container(id))?;
-        container.cgroup.metrics()
+        self.container(id)?.cgroup.metrics()
     }
 
     /// The init pid of a container, for Connect.
     pub async fn init_pid(&self, id: &str) -> Option<u32> {
-        let containers = self.containers.lock().await;
-        containers.get(id).map(|c| c.init.pid as u32)
+        self.container(id).ok().map(|c| c.init.pid as u32)
     }
 
-    /// containerd asks the shim to exit; it does once no container is left.
+    /// containerd asks the shim to exit; it does once no container is left, after the
+    /// events it queued have reached containerd.
     pub async fn shutdown(&self) {
-        let containers = self.containers.lock().await;
-        if containers.is_empty() {
-            info!("shutdown: no containers left, exiting");
-            self.exit.signal();
-        } else {
-            debug!(
-                "shutdown: {} containers remain, staying up",
-                containers.len()
-            );
-        }
-    }
-
-    /// Called by the exit observer for every reaped child: records the exit and publishes
-    /// TaskExit. Pids that are not a container process (already deleted) are ignored.
-    pub async fn on_exit(&self, pid: i32, code: i32) {
-        // A terminal's output goes through the shim: let it drain before anyone hears of the
-        // exit. The guest side is closed now, so the copy ends at once with what is buffered.
-        let output_done = {
-            let mut containers = self.containers.lock().await;
-            containers
-                .values_mut()
-                .find(|c| c.init.pid == pid)
-                .and_then(|c| c.init.take_output_done())
-        };
-        if let Some(done) = output_done {
-            let _ = tokio::time::timeout(OUTPUT_DRAIN_LIMIT, done).await;
-        }
-        let mut containers = self.containers.lock().await;
-        let Some(container) = containers.values_mut().find(|c| c.init.pid == pid) else {
-            debug!("exit of unknown pid {pid} (status {code})");
+        let left = self.map().len();
+        if left > 0 {
+            debug!("shutdown: {left} containers remain, staying up");
             return;
-        };
-        let status = code as u32;
-        // The OOM killer's kill shows in the cgroup's count; TaskOOM goes first, so that
-        // CRI has it when it records the exit (reason OOMKilled).
-        if status == EXIT_KILLED && container.cgroup.oom_kills() > 0 {
-            info!("oom id={} pid={pid}", container.id);
-            self.events.task_oom(&container.id);
         }
-        if let Some(info) = container.init.set_exited(status, SystemTime::now()) {
-            info!("exit id={} pid={pid} status={status}", container.id);
-            self.events
-                .task_exit(&container.id, "", pid as u32, status, info.at);
-        }
+        info!("shutdown: no containers left, exiting");
+        self.events.flush().await;
+        self.exit.signal();
     }
+}
+
+/// Deleting a created task ends its guest first, as runc's delete does.
+async fn stop_if_never_started(process: &Arc<Process>) {
+    if process.status() == containerd_shim::api::Status::CREATED {
+        end_unstarted(process).await;
+    }
+}
+
+/// Ends a guest that was never released: it is never started, and SIGKILL ends it if it is
+/// still setting up or compiling. Returns once its exit is recorded.
+async fn end_unstarted(process: &Arc<Process>) {
+    process.abandon();
+    let _ = process.kill(libc::SIGKILL as u32);
+    let mut exit = process.subscribe_exit();
+    let _ = exit.wait_for(Option::is_some).await;
+}
+
+/// Runs cgroup work (libcgroups polls and sleeps) off the runtime's threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::Internal(format!("cgroup task failed: {e}")))?
+}
+
+async fn thaw(cgroup: &Arc<Cgroup>) -> Result<()> {
+    let cgroup = cgroup.clone();
+    blocking(move || cgroup.thaw()).await
+}
+
+/// The guest's stdio: plain descriptors, or a terminal the shim copies through.
+struct GuestStdio {
+    stdin: std::os::fd::OwnedFd,
+    stdout: std::os::fd::OwnedFd,
+    stderr: std::os::fd::OwnedFd,
+    stdin_hold: Option<std::fs::File>,
+    output_holds: Vec<std::os::fd::OwnedFd>,
+    console: Option<(console::Console, tokio::sync::oneshot::Receiver<()>)>,
+}
+
+/// Opens what containerd gave for stdio (waiting, off the runtime, for an output FIFO's
+/// reader; see `stdio`).
+async fn open_stdio(req: &CreateTaskRequest) -> Result<GuestStdio> {
+    let (stdin, stdout, stderr, terminal) = (
+        req.stdin.clone(),
+        req.stdout.clone(),
+        req.stderr.clone(),
+        req.terminal,
+    );
+    tokio::task::spawn_blocking(move || {
+        if !terminal {
+            let opened = stdio::open(&stdin, &stdout, &stderr)?;
+            return Ok(GuestStdio {
+                stdin: opened.stdin,
+                stdout: opened.stdout,
+                stderr: opened.stderr,
+                stdin_hold: opened.stdin_hold,
+                output_holds: opened.output_holds,
+                console: None,
+            });
+        }
+        let tty = console::open(&stdin, &stdout)?;
+        let slave = |what: &str| {
+            tty.slave
+                .try_clone()
+                .context(|| format!("duplicate the terminal for {what}"))
+        };
+        Ok(GuestStdio {
+            stdin: slave("stdin")?,
+            stdout: slave("stdout")?,
+            stderr: tty.slave,
+            stdin_hold: tty.stdin_hold,
+            output_holds: tty.output_holds,
+            console: Some((tty.console, tty.output_done)),
+        })
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("stdio task failed: {e}")))?
 }
 
 /// Where the kernel does not enforce the device rules (see `Cgroup::enforces_device_rules`),
@@ -481,10 +584,12 @@ fn drop_denied_devices(plan: &mut RunPlan, resources: Option<&oci_spec::runtime:
     });
 }
 
-/// Where a new guest goes: its cgroup, with the spec's `linux.resources`.
+/// Where a new guest goes: its cgroup, with the spec's `linux.resources`, and how long it
+/// has to get ready there.
 struct Placement {
     cgroup: Cgroup,
     resources: Option<oci_spec::runtime::LinuxResources>,
+    ready_timeout: std::time::Duration,
 }
 
 /// Starts the guest process (blocking work, off the runtime), places it in its cgroup before
@@ -496,13 +601,25 @@ async fn spawn_guest(
     placement: Placement,
 ) -> Result<(GuestProcess, Cgroup)> {
     let (spawned, cgroup) = tokio::task::spawn_blocking(move || {
-        let Placement { cgroup, resources } = placement;
+        let Placement {
+            cgroup,
+            resources,
+            ready_timeout,
+        } = placement;
         let started = std::time::Instant::now();
         let mut placed_at = None;
-        let spawned = GuestProcess::spawn(&plan, fds, |pid| {
+        let place = |pid| {
             let placed = cgroup.place(pid, resources.as_ref());
             placed_at = Some(started.elapsed());
             placed
+        };
+        let spawned = GuestProcess::spawn(&plan, fds, place, ready_timeout).map_err(|e| {
+            match e {
+                Error::DeadlineExceeded(_) => Error::DeadlineExceeded(format!(
+                    "the guest process did not finish its setup within {ready_timeout:?} (the runtime option ReadyTimeoutSeconds); it was killed"
+                )),
+                other => other,
+            }
         });
         // Where a Create's time goes: spawn + cgroup placement, then the guest's confinement
         // until it reports ready.
@@ -522,7 +639,7 @@ async fn spawn_guest(
             Ok((guest, cgroup))
         }
         Err(e) => {
-            remove_cgroup_when_empty(cgroup).await;
+            remove_cgroup_when_empty(Arc::new(cgroup)).await;
             Err(e)
         }
     }
@@ -530,8 +647,7 @@ async fn spawn_guest(
 
 /// Removes a cgroup whose processes are ending (killed, or exited): their exit can lag the
 /// call by a moment, during which the kernel refuses to remove a cgroup that holds them.
-pub async fn remove_cgroup_when_empty(cgroup: Cgroup) {
-    let cgroup = Arc::new(cgroup);
+pub async fn remove_cgroup_when_empty(cgroup: Arc<Cgroup>) {
     let mut last = None;
     for _ in 0..100 {
         // libcgroups retries with sleeps of its own: off the runtime's threads.
@@ -573,8 +689,14 @@ fn open_log(bundle: &Path) -> Result<std::os::fd::OwnedFd> {
     Ok(fd)
 }
 
+/// Records the guest's identity in the bundle: its pid and the start time the kernel gives
+/// it (`/proc/<pid>/stat`), which together no other process can share.
 fn write_pid_file(bundle: &Path, pid: i32) {
-    if let Err(e) = std::fs::write(bundle.join(PID_FILE), pid.to_string()) {
-        warn!("write {}: {e}", bundle.join(PID_FILE).display());
+    let identity = match crate::guest::identity::start_time(pid) {
+        Some(start) => format!("{pid} {start}"),
+        None => pid.to_string(),
+    };
+    if let Err(e) = std::fs::write(bundle.join(IDENTITY_FILE), identity) {
+        warn!("write {}: {e}", bundle.join(IDENTITY_FILE).display());
     }
 }

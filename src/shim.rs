@@ -1,5 +1,5 @@
 //! The shim binary's lifecycle with containerd: `start` (spawn or reuse the shim server),
-//! `delete` (clean up after a lost shim), the server's task service and its exit observer.
+//! `delete` (clean up after a lost shim), the server's task service.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -7,7 +7,6 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use containerd_shim::api::DeleteResponse;
-use containerd_shim::monitor::{monitor_subscribe, Subject, Topic};
 use containerd_shim::protos::protobuf::MessageField;
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{spawn, Config, ExitSignal, Flags, Shim, StartOpts};
@@ -15,8 +14,9 @@ use log::{info, warn};
 
 use crate::cgroup::Cgroup;
 use crate::events::{timestamp, Events};
+use crate::guest::{identity, spawn};
 use crate::logger::LineLogger;
-use crate::service::{remove_cgroup_when_empty, Service, EXIT_KILLED, PID_FILE};
+use crate::service::{remove_cgroup_when_empty, Service, EXIT_KILLED, IDENTITY_FILE};
 use crate::task::TaskService;
 use crate::{rootfs, spec};
 
@@ -76,7 +76,7 @@ impl Shim for WasmShim {
     /// Run by containerd when it lost the shim: end the guest if it still runs, unmount the
     /// rootfs, and report the task as killed (137), as runc's shim does.
     async fn delete_shim(&mut self) -> containerd_shim::Result<DeleteResponse> {
-        let pid = kill_leftover_guest(&self.bundle);
+        let pid = kill_leftover_guest(&self.bundle, &self.id);
         let spec = spec::load_spec(&self.bundle).ok();
         if let Some(root) = spec
             .as_ref()
@@ -92,7 +92,7 @@ impl Shim for WasmShim {
             .and_then(|s| s.linux().as_ref())
             .and_then(|l| l.cgroups_path().clone());
         match Cgroup::new(cgroups_path.as_deref(), &self.id) {
-            Ok(cgroup) => remove_cgroup_when_empty(cgroup).await,
+            Ok(cgroup) => remove_cgroup_when_empty(Arc::new(cgroup)).await,
             Err(e) => warn!("delete: {e}"),
         }
         Ok(DeleteResponse {
@@ -108,9 +108,9 @@ impl Shim for WasmShim {
     }
 
     async fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
-        let events = Events::spawn(publisher, self.namespace.clone());
+        // Events go through a publisher of this shim's own (see `events`), to the same socket.
+        let events = Events::spawn(publisher.address.clone(), self.namespace.clone());
         let service = Arc::new(Service::new(events, self.exit.clone()));
-        observe_exits(service.clone()).await;
         TaskService::new(service)
     }
 }
@@ -128,26 +128,6 @@ fn init_server_log(debug: bool) {
     }
 }
 
-/// Feeds every child exit the crate's reaper sees to the service. Subscribed before the server
-/// takes requests, so no guest can exit unobserved.
-async fn observe_exits(service: Arc<Service>) {
-    let mut exits = match monitor_subscribe(Topic::Pid).await {
-        Ok(subscription) => subscription,
-        Err(e) => {
-            warn!("cannot observe process exits: {e}");
-            return;
-        }
-    };
-    tokio::spawn(async move {
-        while let Some(exit) = exits.rx.recv().await {
-            if let Subject::Pid(pid) = exit.subject {
-                service.on_exit(pid, exit.exit_code).await;
-            }
-        }
-        info!("exit observer stopped");
-    });
-}
-
 /// The pod's sandbox id from the bundle's spec, if CRI created this container.
 fn grouping_id(bundle: &Path) -> Option<String> {
     let spec = spec::load_spec(bundle).ok()?;
@@ -158,24 +138,21 @@ fn grouping_id(bundle: &Path) -> Option<String> {
         .cloned()
 }
 
-/// SIGKILLs the guest recorded in the bundle's pid file, if that process is still ours.
-fn kill_leftover_guest(bundle: &Path) -> Option<i32> {
-    let pid: i32 = std::fs::read_to_string(bundle.join(PID_FILE))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    // Only a process running this binary in guest mode may be killed: the pid may have been
-    // reused since.
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let is_guest = cmdline
-        .split(|b| *b == 0)
-        .any(|arg| arg == crate::guest::GUEST_MODE_ARG.as_bytes());
-    if is_guest {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+/// SIGKILLs the guest recorded in the bundle, if that process is still this container's guest:
+/// the recorded pid may have been reused by any process since. The process is held by a
+/// pidfd while it is checked, so the signal goes to the process that was checked.
+fn kill_leftover_guest(bundle: &Path, id: &str) -> Option<i32> {
+    let record = std::fs::read_to_string(bundle.join(IDENTITY_FILE)).ok()?;
+    let (pid, start) = identity::parse(&record)?;
+    let Ok(pidfd) = spawn::open_pidfd(pid) else {
+        return Some(pid);
+    };
+    if identity::is_guest_of(pid, start, id) {
+        if let Err(e) = spawn::signal_pidfd(&pidfd, libc::SIGKILL) {
+            warn!("delete: kill guest {pid}: {e}");
+        }
+    } else {
+        info!("delete: process {pid} is no longer the guest of {id}; left alone");
     }
     Some(pid)
 }

@@ -47,7 +47,16 @@ pub struct RunPlan {
     /// Which cache descriptors the shim hands the guest (set by the shim at spawn).
     #[serde(default)]
     pub cache: CacheUse,
+    /// The guest stops before it reports ready (tests of the ready timeout; see
+    /// [`HANG_BEFORE_READY_ANNOTATION`]).
+    #[serde(default)]
+    pub hang_before_ready: bool,
 }
+
+/// An annotation that makes the guest hang before its ready handshake, for the tests of the
+/// shim's ready timeout. Honoured by debug builds (what the tests run) only: a release build
+/// ignores it.
+pub const HANG_BEFORE_READY_ANNOTATION: &str = "io.containerd.wasm.test/hang-before-ready";
 
 /// The guest's part in the compiled-module cache (see `engine::cache`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -162,6 +171,12 @@ pub fn plan(id: &str, spec: &Spec, rootfs: &Path) -> Result<RunPlan> {
             .and_then(|l| u64::try_from(l).ok())
             .filter(|l| *l > 0),
         cache: CacheUse::default(),
+        hang_before_ready: cfg!(debug_assertions)
+            && spec
+                .annotations()
+                .as_ref()
+                .and_then(|a| a.get(HANG_BEFORE_READY_ANNOTATION))
+                .is_some_and(|v| v == "true"),
     })
 }
 

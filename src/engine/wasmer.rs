@@ -69,9 +69,11 @@ impl WasmerEngine {
 
     /// The compiled module for `bytes`: from `cached` (a cache entry the shim opened for this
     /// module's digest) when it verifies and loads, else compiled.
+    /// A module that is not a WASI command (no `_start`) is refused here, before Start.
     pub fn load(&self, bytes: &[u8], cached: Option<File>) -> Result<LoadedModule, String> {
         let digest = format!("sha256:{}", digest_hex(bytes));
         if let Some(module) = cached.and_then(|entry| self.load_cached(entry, &digest)) {
+            check_command(&module)?;
             return Ok(LoadedModule {
                 module,
                 digest,
@@ -86,6 +88,7 @@ impl WasmerEngine {
             bytes.len(),
             started.elapsed().as_millis()
         );
+        check_command(&module)?;
         Ok(LoadedModule {
             module,
             digest,
@@ -137,16 +140,6 @@ impl WasmerEngine {
     /// Runs `_start` of the module on the calling thread until the guest exits or traps.
     pub fn run(&self, loaded: &LoadedModule, invocation: Invocation) -> Outcome {
         let _entered = self.runtime.enter();
-        if loaded
-            .module
-            .exports()
-            .functions()
-            .all(|f| f.name() != "_start")
-        {
-            return Outcome::NotRunnable(
-                "the module exports no _start function: it is not a WASI command".into(),
-            );
-        }
         let builder = match self.builder(invocation) {
             Ok(builder) => builder,
             Err(why) => return Outcome::NotRunnable(why),
@@ -342,6 +335,15 @@ pub fn engine_key() -> String {
         target.triple(),
         &features[..16]
     )
+}
+
+/// A WASI command exports `_start`; anything else (a reactor, a library) cannot be run.
+fn check_command(module: &Module) -> Result<(), String> {
+    if module.exports().functions().any(|f| f.name() == "_start") {
+        Ok(())
+    } else {
+        Err("the module exports no _start function: it is not a WASI command".into())
+    }
 }
 
 /// Turns the result of calling `_start` into an outcome.

@@ -10,12 +10,12 @@ use log::{error, info, warn};
 
 use super::{
     mounts, signals, ARTIFACT_OUT_FD, CACHE_ENTRY_FD, CONTROL_FD, ID_MAPS_REQUEST, ID_MAPS_WRITTEN,
-    MODULE_FD, START_BYTE, STATUS_FD, STDERR_FD,
+    LOADED, MODULE_FD, START_BYTE, STATUS_FD, STDERR_FD,
 };
 use crate::confine::{self, capabilities, identity, namespaces, seccomp};
 use crate::engine::memory_cap::pages_for_limit;
 use crate::engine::wasmer::{LoadedModule, WasmerEngine};
-use crate::engine::{Invocation, Outcome};
+use crate::engine::{Invocation, Outcome, EXIT_NOT_RUNNABLE};
 use crate::logger::LineLogger;
 use crate::spec::RunPlan;
 
@@ -44,6 +44,14 @@ pub fn main() -> ! {
         Err(why) => fail_setup(status, &why),
     };
     init_logger(&plan.id);
+    if plan.hang_before_ready {
+        // The tests' stand-in for a guest that never gets ready (debug builds only: see
+        // `spec::HANG_BEFORE_READY_ANNOTATION`); the shim's ready timeout ends it.
+        info!("hanging before ready, as the spec's test annotation asks");
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    }
     // SAFETY: the shim placed these descriptors exactly when the plan says so.
     let cache_entry = plan
         .cache
@@ -56,14 +64,14 @@ pub fn main() -> ! {
     if let Err(why) = confine(&plan, &mut control, &status) {
         fail_setup(status, &why)
     }
-    report(status, "ok");
+    report(&status, "ok");
     // Only now, confined, does the guest read the module's bytes.
     let bytes = read_module(module);
     let code = run(
         &plan,
         bytes,
         (cache_entry, artifact_out),
-        &mut control,
+        (&mut control, status),
         stderr,
     );
     std::process::exit(code)
@@ -115,13 +123,13 @@ fn load_seccomp(c: &confine::Confinement) -> Result<(), String> {
     }
 }
 
-/// Compiles (or loads from the shim's cache) while waiting to be started, then runs; returns
-/// the exit status.
+/// Compiles (or loads from the shim's cache) while waiting to be started, tells the shim
+/// whether the module can run, then runs it once released; returns the exit status.
 fn run(
     plan: &RunPlan,
     bytes: Result<Vec<u8>, String>,
     (cache_entry, artifact_out): (Option<File>, Option<File>),
-    control: &mut impl Read,
+    (control, status): (&mut impl Read, File),
     mut stderr: File,
 ) -> i32 {
     let root_entries = mounts::root_entries();
@@ -135,12 +143,31 @@ fn run(
     if let (Ok((engine, module)), Some(out)) = (&loaded, artifact_out) {
         send_artifact(engine, module, out);
     }
-    if !wait_for_start(control) {
-        info!("released without start; exiting");
-        return 0;
+    // Start fails with the reason a module cannot run; the shim then never releases it.
+    match &loaded {
+        Ok(_) => report(&status, LOADED),
+        Err(why) => report(
+            &status,
+            &format!(
+                "error {}",
+                Outcome::NotRunnable(why.clone())
+                    .message()
+                    .unwrap_or_default()
+            ),
+        ),
     }
+    drop(status);
+    let released = wait_for_start(control);
     let outcome = match loaded {
-        Err(why) => Outcome::NotRunnable(why),
+        Err(why) => {
+            error!("not started: wasm: {why}");
+            let _ = writeln!(stderr, "wasm: {why}");
+            return EXIT_NOT_RUNNABLE;
+        }
+        Ok(_) if !released => {
+            info!("released without start; exiting");
+            return 0;
+        }
         Ok((engine, module)) => {
             info!(
                 "running module {} (pid {})",
@@ -221,7 +248,7 @@ fn wait_for_start(control: &mut impl Read) -> bool {
     matches!(control.read(&mut byte), Ok(1) if byte[0] == START_BYTE)
 }
 
-fn report(mut status: File, line: &str) {
+fn report(mut status: &File, line: &str) {
     // If the shim is gone there is nobody to tell; the guest then waits for a start that
     // never comes and exits on EOF.
     let _ = writeln!(status, "{line}");
@@ -229,7 +256,7 @@ fn report(mut status: File, line: &str) {
 
 fn fail_setup(status: File, why: &str) -> ! {
     error!("guest setup failed: {why}");
-    report(status, &format!("error {why}"));
+    report(&status, &format!("error {why}"));
     std::process::exit(EXIT_SETUP_FAILED)
 }
 
