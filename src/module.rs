@@ -15,7 +15,9 @@ use std::thread::JoinHandle;
 use nix::fcntl::{fcntl, openat2, FcntlArg, OFlag, OpenHow, ResolveFlag, SealFlag};
 use nix::sys::memfd::{memfd_create, MFdFlags};
 
-use crate::engine::cache::{digest_hex, ModuleCache};
+use sha2::{Digest, Sha256};
+
+use crate::engine::cache::ModuleCache;
 use crate::error::{Error, IoContext, Result};
 use crate::spec::WASM_MAGIC;
 
@@ -44,17 +46,9 @@ pub fn hand_off(
     rootfs: &Path,
     module: &Path,
     cache: Option<&ModuleCache>,
+    max_bytes: u64,
 ) -> Result<ModuleHandoff> {
-    let bytes = read_in_root(rootfs, module)?;
-    if !bytes.starts_with(WASM_MAGIC) {
-        return Err(Error::InvalidArgument(format!(
-            "entrypoint {} changed while the container was created: it is no longer a WebAssembly module",
-            module.display()
-        )));
-    }
-    let digest = digest_hex(&bytes);
-    let sealed = sealed_copy(&bytes)?;
-    drop(bytes);
+    let (sealed, digest) = sealed_copy(rootfs, module, max_bytes)?;
     let (cache_entry, artifact_out, store) = match cache {
         Some(cache) => {
             let (out, store) = collect_artifact(cache, &digest)?;
@@ -71,15 +65,16 @@ pub fn hand_off(
     })
 }
 
-/// The module's bytes, read through a descriptor the kernel resolved inside the root.
-fn read_in_root(rootfs: &Path, module: &Path) -> Result<Vec<u8>> {
+/// Opens the module inside the rootfs (the kernel resolves the path there), refusing what is
+/// not a regular file or larger than `max_bytes`.
+fn open_in_root(rootfs: &Path, module: &Path, max_bytes: u64) -> Result<File> {
     let root = File::open(rootfs).with_path("open the rootfs", rootfs)?;
     let how = OpenHow::new()
         .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY | OFlag::O_NONBLOCK)
         .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
     let fd = openat2(&root, &relative(module), how)
         .map_err(|e| Error::io_path("open the module", module, e.into()))?;
-    let mut file = File::from(fd);
+    let file = File::from(fd);
     let meta = file.metadata().with_path("stat the module", module)?;
     if !meta.is_file() {
         return Err(Error::InvalidArgument(format!(
@@ -87,34 +82,71 @@ fn read_in_root(rootfs: &Path, module: &Path) -> Result<Vec<u8>> {
             module.display()
         )));
     }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    file.read_to_end(&mut bytes)
-        .with_path("read the module", module)?;
-    Ok(bytes)
+    if meta.len() > max_bytes {
+        return Err(too_big(module, meta.len(), max_bytes));
+    }
+    Ok(file)
 }
 
-/// A memfd holding `bytes` that nobody can change any more (write, grow, shrink, unseal).
-fn sealed_copy(bytes: &[u8]) -> Result<File> {
+fn too_big(module: &Path, len: u64, max_bytes: u64) -> Error {
+    Error::InvalidArgument(format!(
+        "entrypoint {} is {len} bytes, more than the wasm runtime's MaxModuleBytes ({max_bytes}); raise that option to run it",
+        module.display()
+    ))
+}
+
+/// Copies the module into a sealed memfd, hashing exactly the bytes copied: the guest gets
+/// those bytes, and the cache key is their digest. Streamed, so the shim never holds a whole
+/// module in its own memory; at most `max_bytes` are copied (the file may grow meanwhile).
+fn sealed_copy(rootfs: &Path, module: &Path, max_bytes: u64) -> Result<(File, String)> {
+    let mut source = open_in_root(rootfs, module, max_bytes)?;
     let fd = memfd_create(
         c"wasm-module",
         MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
     )
     .context(|| "create a memfd for the module".into())?;
-    let mut file = File::from(fd);
-    file.write_all(bytes)
-        .context(|| "copy the module into its memfd".into())?;
+    let mut sealed = File::from(fd);
+    let mut hasher = Sha256::new();
+    let mut chunk = vec![0u8; 1 << 16];
+    let mut copied: u64 = 0;
+    loop {
+        let n = match source.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io_path("read the module", module, e)),
+        };
+        if copied == 0 && !chunk[..n].starts_with(WASM_MAGIC) {
+            return Err(Error::InvalidArgument(format!(
+                "entrypoint {} changed while the container was created: it is no longer a WebAssembly module",
+                module.display()
+            )));
+        }
+        copied += n as u64;
+        if copied > max_bytes {
+            return Err(too_big(module, copied, max_bytes));
+        }
+        hasher.update(&chunk[..n]);
+        sealed
+            .write_all(&chunk[..n])
+            .context(|| "copy the module into its memfd".into())?;
+    }
     let seals = SealFlag::F_SEAL_WRITE
         | SealFlag::F_SEAL_GROW
         | SealFlag::F_SEAL_SHRINK
         | SealFlag::F_SEAL_SEAL;
-    fcntl(&file, FcntlArg::F_ADD_SEALS(seals)).context(|| "seal the module's memfd".into())?;
-    file.rewind()
+    fcntl(&sealed, FcntlArg::F_ADD_SEALS(seals)).context(|| "seal the module's memfd".into())?;
+    sealed
+        .rewind()
         .context(|| "rewind the module's memfd".into())?;
-    Ok(file)
+    let digest = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok((sealed, digest))
 }
 
-/// A pipe whose read end a thread of its own drains into the cache under `digest`; the
-/// write end goes to the guest.
 fn collect_artifact(cache: &ModuleCache, digest: &str) -> Result<(OwnedFd, JoinHandle<()>)> {
     let (read, write) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).context(|| "create the artifact pipe".into())?;
@@ -158,8 +190,9 @@ mod tests {
         std::fs::write(dir.path().join("m.wasm"), bytes).unwrap();
         let cache_dir = tempfile::tempdir().unwrap();
         let cache = ModuleCache::open(cache_dir.path(), "k").unwrap();
-        let mut handoff = hand_off(dir.path(), Path::new("/m.wasm"), Some(&cache)).unwrap();
-        assert_eq!(handoff.digest, digest_hex(bytes));
+        let mut handoff =
+            hand_off(dir.path(), Path::new("/m.wasm"), Some(&cache), 1 << 20).unwrap();
+        assert_eq!(handoff.digest, crate::engine::cache::digest_hex(bytes));
         assert!(handoff.cache_entry.is_none(), "nothing cached yet");
         let mut copy = Vec::new();
         handoff.module.read_to_end(&mut copy).unwrap();
@@ -173,7 +206,7 @@ mod tests {
         drop(out);
         handoff.store.take().unwrap().join().unwrap();
         assert_eq!(cache.get(&handoff.digest).unwrap(), b"code!");
-        let again = hand_off(dir.path(), Path::new("/m.wasm"), Some(&cache)).unwrap();
+        let again = hand_off(dir.path(), Path::new("/m.wasm"), Some(&cache), 1 << 20).unwrap();
         assert!(again.cache_entry.is_some(), "the entry is handed over now");
     }
 
@@ -187,10 +220,26 @@ mod tests {
             dir.path().join("escape.wasm"),
         )
         .unwrap();
-        let err = hand_off(dir.path(), Path::new("/escape.wasm"), None).unwrap_err();
+        let err = hand_off(dir.path(), Path::new("/escape.wasm"), None, 1 << 20).unwrap_err();
         assert!(err.to_string().contains("open the module"), "{err}");
         std::fs::create_dir(dir.path().join("d")).unwrap();
-        let err = hand_off(dir.path(), Path::new("/d"), None).unwrap_err();
+        let err = hand_off(dir.path(), Path::new("/d"), None, 1 << 20).unwrap_err();
         assert!(err.to_string().contains("not a regular file"), "{err}");
+    }
+
+    #[test]
+    fn a_module_over_the_size_limit_is_refused_before_it_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut big = b"\0asm\x01\0\0\0".to_vec();
+        big.resize(4096, 0);
+        std::fs::write(dir.path().join("big.wasm"), &big).unwrap();
+        let err = hand_off(dir.path(), Path::new("/big.wasm"), None, 1024)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("is 4096 bytes, more than the wasm runtime's MaxModuleBytes (1024)"),
+            "{err}"
+        );
+        assert!(hand_off(dir.path(), Path::new("/big.wasm"), None, 4096).is_ok());
     }
 }

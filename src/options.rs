@@ -24,6 +24,9 @@ pub const CACHE_DIR_ENV: &str = "CONTAINERD_SHIM_WASM_CACHE_DIR";
 /// How long a new guest may take to confine itself and report ready before Create fails.
 pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The largest module the shim copies for a guest (it passes through a memfd the shim makes).
+pub const DEFAULT_MAX_MODULE_BYTES: u64 = 1 << 30;
+
 /// The type containerd's CRI gives the options of a runtime it has no options type for.
 const RUNTIME_OPTIONS_TYPE: &str = "runtimeoptions.v1.Options";
 
@@ -37,6 +40,8 @@ pub struct RuntimeOptions {
     /// The shim's log level, `debug`, `info`, `warn` or `error` (`LogLevel`); `None` keeps
     /// the level containerd started the shim with (debug under containerd's debug level).
     pub log_level: Option<log::LevelFilter>,
+    /// See [`DEFAULT_MAX_MODULE_BYTES`] (`MaxModuleBytes`).
+    pub max_module_bytes: u64,
 }
 
 impl Default for RuntimeOptions {
@@ -47,6 +52,7 @@ impl Default for RuntimeOptions {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_CACHE_DIR)),
             ready_timeout: DEFAULT_READY_TIMEOUT,
             log_level: None,
+            max_module_bytes: DEFAULT_MAX_MODULE_BYTES,
         }
     }
 }
@@ -58,6 +64,7 @@ struct OptionsTable {
     cache_dir: Option<PathBuf>,
     ready_timeout_seconds: Option<u64>,
     log_level: Option<String>,
+    max_module_bytes: Option<u64>,
     // containerd's own keys of the message, which may be in the table too.
     #[allow(dead_code)]
     type_url: Option<String>,
@@ -93,7 +100,7 @@ impl RuntimeOptions {
     pub fn from_toml(text: &str) -> Result<RuntimeOptions> {
         let table: OptionsTable = toml::from_str(text).map_err(|e| {
             Error::InvalidArgument(format!(
-                "the wasm runtime's options are not valid: {}; the keys are CacheDir, ReadyTimeoutSeconds and LogLevel",
+                "the wasm runtime's options are not valid: {}; the keys are CacheDir, ReadyTimeoutSeconds, MaxModuleBytes and LogLevel",
                 e.message()
             ))
         })?;
@@ -108,6 +115,9 @@ impl RuntimeOptions {
                 ));
             }
             options.ready_timeout = Duration::from_secs(seconds);
+        }
+        if let Some(max) = table.max_module_bytes {
+            options.max_module_bytes = max;
         }
         if let Some(level) = table.log_level {
             let parsed = level.parse::<log::LevelFilter>().map_err(|_| {
@@ -168,11 +178,12 @@ mod tests {
     #[test]
     fn the_options_table_arrives_as_toml_in_the_body_or_a_file() {
         let body =
-            "CacheDir = \"/srv/wasm-cache\"\nReadyTimeoutSeconds = 5\nLogLevel = \"debug\"\n";
+            "CacheDir = \"/srv/wasm-cache\"\nReadyTimeoutSeconds = 5\nLogLevel = \"debug\"\nMaxModuleBytes = 1024\n";
         let options = RuntimeOptions::from_request(Some(&encoded("", body))).unwrap();
         assert_eq!(options.cache_dir, PathBuf::from("/srv/wasm-cache"));
         assert_eq!(options.ready_timeout, Duration::from_secs(5));
         assert_eq!(options.log_level, Some(log::LevelFilter::Debug));
+        assert_eq!(options.max_module_bytes, 1024);
 
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("wasm.toml");

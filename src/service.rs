@@ -196,7 +196,12 @@ impl Service {
             resources: resources.cloned(),
             ready_timeout: options.ready_timeout,
         };
-        let handoff = module::hand_off(rootfs, &plan.module, self.cache(options))?;
+        let handoff = module::hand_off(
+            rootfs,
+            &plan.module,
+            self.cache(options),
+            options.max_module_bytes,
+        )?;
         plan.cache = CacheUse {
             entry: handoff.cache_entry.is_some(),
             store: handoff.artifact_out.is_some(),

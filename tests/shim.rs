@@ -5,348 +5,24 @@
 #[path = "common/cgroups.rs"]
 #[allow(dead_code)]
 mod cgroups;
+#[path = "common/shim_under_test.rs"]
+mod shim_under_test;
 
-use std::io::Read;
-use std::os::unix::net::UnixListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use shim_under_test::{code, ctx, ShimUnderTest, SHIM};
+
+use std::process::Command;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use containerd_shim::api::{
-    ConnectRequest, CreateTaskRequest, DeleteRequest, Empty, KillRequest, PidsRequest,
-    ShutdownRequest, StartRequest, StateRequest, Status, WaitRequest, WaitResponse,
-};
+use containerd_shim::api::{ConnectRequest, PidsRequest, Status};
 use containerd_shim::protos::api::{
-    CloseIORequest, ExecProcessRequest, ForwardRequest, PauseRequest, ResumeRequest, StatsRequest,
+    CloseIORequest, ExecProcessRequest, PauseRequest, ResumeRequest, StatsRequest,
     UpdateTaskRequest,
 };
 use containerd_shim::protos::cgroups::metrics::Metrics;
 use containerd_shim::protos::cgroups_v2::metrics::Metrics as MetricsV2;
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
 use containerd_shim::protos::protobuf::{Message, MessageField};
-use containerd_shim::protos::shim_async::{create_events, Events, TaskClient};
-use containerd_shim::protos::ttrpc::asynchronous::transport::Listener;
-use containerd_shim::protos::ttrpc::asynchronous::{Client, Server};
-use containerd_shim::protos::ttrpc::{self, context, Code};
-use containerd_shim::TtrpcContext;
-
-const SHIM: &str = env!("CARGO_BIN_EXE_containerd-shim-wasm-v1");
-
-/// Records the topic of every event the shim publishes, in order.
-#[derive(Default, Clone)]
-struct EventLog(Arc<Mutex<Vec<String>>>);
-
-#[async_trait]
-impl Events for EventLog {
-    async fn forward(&self, _ctx: &TtrpcContext, req: ForwardRequest) -> ttrpc::Result<Empty> {
-        self.0
-            .lock()
-            .unwrap()
-            .push(req.envelope().topic().to_string());
-        Ok(Empty::default())
-    }
-}
-
-/// One shim server process with its bundle directory, events listener and client.
-struct ShimUnderTest {
-    dir: tempfile::TempDir,
-    shim: Child,
-    client: TaskClient,
-    events: EventLog,
-    _events_server: Server,
-    log: Arc<Mutex<String>>,
-    bundle_logs: Mutex<Vec<(String, Arc<Mutex<String>>)>>,
-}
-
-impl ShimUnderTest {
-    async fn start() -> ShimUnderTest {
-        let dir = tempfile::tempdir().unwrap();
-        let events = EventLog::default();
-        let events_path = dir.path().join("events.sock");
-        let listener = Listener::try_from(UnixListener::bind(&events_path).unwrap()).unwrap();
-        let mut events_server = Server::new()
-            .add_listener(listener)
-            .register_service(create_events(Arc::new(events.clone())));
-        events_server.start().await.unwrap();
-
-        // The shim server logs to the `log` FIFO in its working directory, as under containerd.
-        let log_fifo = dir.path().join("log");
-        mkfifo(&log_fifo);
-        let log = collect_fifo(log_fifo);
-
-        let socket = dir.path().join("shim.sock");
-        let shim = Command::new(SHIM)
-            .args([
-                "-namespace",
-                "shimtest",
-                "-id",
-                "shimtest",
-                "-address",
-                "/dev/null",
-            ])
-            .arg("-socket")
-            .arg(format!("unix://{}", socket.display()))
-            .current_dir(dir.path())
-            .env("TTRPC_ADDRESS", &events_path)
-            .env("CONTAINERD_SHIM_WASM_CACHE_DIR", dir.path().join("cache"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let client = connect(&socket).await;
-        ShimUnderTest {
-            dir,
-            shim,
-            client: TaskClient::new(client),
-            events,
-            _events_server: events_server,
-            log,
-            bundle_logs: Mutex::new(Vec::new()),
-        }
-    }
-
-    /// A bundle whose rootfs holds `module` at /app.wasm, run with `args`. Like containerd's,
-    /// it has a `log` FIFO, read into `bundle_log(id)`.
-    fn bundle(&self, id: &str, module: &[u8], args: &[&str]) -> PathBuf {
-        let bundle = self.dir.path().join(id);
-        std::fs::create_dir_all(bundle.join("rootfs")).unwrap();
-        mkfifo(&bundle.join("log"));
-        let log = collect_fifo(bundle.join("log"));
-        self.bundle_logs.lock().unwrap().push((id.to_string(), log));
-        std::fs::write(bundle.join("rootfs/app.wasm"), module).unwrap();
-        std::fs::write(bundle.join("rootfs/native"), b"\x7fELF\x02\x01\x01").unwrap();
-        let mut spec: serde_json::Value = serde_json::from_str(SPEC).unwrap();
-        spec["process"]["args"] = serde_json::json!(args);
-        std::fs::write(bundle.join("config.json"), spec.to_string()).unwrap();
-        bundle
-    }
-
-    async fn create(
-        &self,
-        id: &str,
-        bundle: &Path,
-        stdout: &Path,
-        stderr: &Path,
-    ) -> ttrpc::Result<u32> {
-        let req = CreateTaskRequest {
-            id: id.into(),
-            bundle: bundle.display().to_string(),
-            stdout: stdout.display().to_string(),
-            stderr: stderr.display().to_string(),
-            ..Default::default()
-        };
-        self.client.create(ctx(), &req).await.map(|r| r.pid)
-    }
-
-    async fn start_task(&self, id: &str) -> ttrpc::Result<u32> {
-        let req = StartRequest {
-            id: id.into(),
-            ..Default::default()
-        };
-        self.client.start(ctx(), &req).await.map(|r| r.pid)
-    }
-
-    async fn wait(&self, id: &str) -> WaitResponse {
-        let req = WaitRequest {
-            id: id.into(),
-            ..Default::default()
-        };
-        tokio::time::timeout(Duration::from_secs(60), self.client.wait(ctx(), &req))
-            .await
-            .expect("wait timed out")
-            .unwrap()
-    }
-
-    async fn kill(&self, id: &str, signal: u32) -> ttrpc::Result<Empty> {
-        let req = KillRequest {
-            id: id.into(),
-            signal,
-            ..Default::default()
-        };
-        self.client.kill(ctx(), &req).await
-    }
-
-    async fn delete(&self, id: &str) -> ttrpc::Result<containerd_shim::api::DeleteResponse> {
-        let req = DeleteRequest {
-            id: id.into(),
-            ..Default::default()
-        };
-        self.client.delete(ctx(), &req).await
-    }
-
-    async fn status(&self, id: &str) -> Status {
-        let req = StateRequest {
-            id: id.into(),
-            ..Default::default()
-        };
-        self.client
-            .state(ctx(), &req)
-            .await
-            .unwrap()
-            .status
-            .enum_value()
-            .unwrap()
-    }
-
-    /// What was logged to a container's bundle `log` FIFO (its guest process logs there).
-    fn bundle_log(&self, id: &str) -> String {
-        let logs = self.bundle_logs.lock().unwrap();
-        let (_, log) = logs
-            .iter()
-            .find(|(i, _)| i == id)
-            .expect("bundle made by this test");
-        let text = log.lock().unwrap().clone();
-        text
-    }
-
-    fn events(&self) -> Vec<String> {
-        self.events.0.lock().unwrap().clone()
-    }
-
-    /// Runs `module` as `/app.wasm` from create to delete: its exit status, stdout, stderr.
-    async fn run_to_exit(&self, id: &str, module: &[u8]) -> (u32, String, String) {
-        let bundle = self.bundle(id, module, &["/app.wasm"]);
-        let (out, err) = self.outputs(id);
-        self.create(id, &bundle, &out.path, &err.path)
-            .await
-            .unwrap();
-        self.start_task(id).await.unwrap();
-        let status = self.wait(id).await.exit_status;
-        let (out, err) = (out.finish(), err.finish());
-        self.delete(id).await.unwrap();
-        (status, out, err)
-    }
-
-    /// Two output FIFOs with readers collecting what the guest writes.
-    fn outputs(&self, id: &str) -> (Output, Output) {
-        (
-            Output::new(&self.dir.path().join(format!("{id}-out"))),
-            Output::new(&self.dir.path().join(format!("{id}-err"))),
-        )
-    }
-
-    async fn stop(mut self) {
-        let _ = self
-            .client
-            .shutdown(ctx(), &ShutdownRequest::default())
-            .await;
-        for _ in 0..50 {
-            if self.shim.try_wait().unwrap().is_some() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("the shim did not exit after Shutdown with no containers left");
-    }
-}
-
-impl Drop for ShimUnderTest {
-    /// A failed test must not leave its shim behind (it ignores SIGTERM, as under containerd).
-    fn drop(&mut self) {
-        if self.shim.try_wait().ok().flatten().is_none() {
-            let _ = self.shim.kill();
-            let _ = self.shim.wait();
-        }
-    }
-}
-
-/// The shape of what `ctr run` hands a shim (see shared/fixtures/oci-spec/ctr-run.json):
-/// kernel filesystems, a tmpfs /dev, a PATH; args are filled in per test.
-const SPEC: &str = r#"{"ociVersion":"1.0.2-dev",
- "process":{"user":{"uid":0,"gid":0},"args":[],"env":["PATH=/usr/local/bin:/usr/bin:/bin"],"cwd":"/"},
- "root":{"path":"rootfs"},
- "mounts":[{"destination":"/proc","type":"proc","source":"proc","options":["nosuid","noexec","nodev"]},
-  {"destination":"/dev","type":"tmpfs","source":"tmpfs","options":["nosuid","strictatime","mode=755","size=65536k"]},
-  {"destination":"/dev/pts","type":"devpts","source":"devpts","options":["nosuid","noexec"]},
-  {"destination":"/sys","type":"sysfs","source":"sysfs","options":["nosuid","noexec","nodev","ro"]},
-  {"destination":"/run","type":"tmpfs","source":"tmpfs","options":["nosuid","strictatime","mode=755","size=65536k"]}]}"#;
-
-struct Output {
-    path: PathBuf,
-    text: Arc<Mutex<String>>,
-    reader: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Output {
-    fn new(path: &Path) -> Output {
-        mkfifo(path);
-        let text = Arc::new(Mutex::new(String::new()));
-        let sink = text.clone();
-        let fifo = path.to_path_buf();
-        let reader = std::thread::spawn(move || {
-            let mut file = std::fs::File::open(fifo).unwrap();
-            let mut buf = String::new();
-            let _ = file.read_to_string(&mut buf);
-            sink.lock().unwrap().push_str(&buf);
-        });
-        // Wait until the reader has the FIFO open, as ctr has before it calls Create.
-        std::thread::sleep(Duration::from_millis(20));
-        Output {
-            path: path.to_path_buf(),
-            text,
-            reader: Some(reader),
-        }
-    }
-
-    /// Everything written, once every writer has closed (the guest has exited).
-    fn finish(mut self) -> String {
-        self.reader.take().unwrap().join().unwrap();
-        let text = self.text.lock().unwrap().clone();
-        text
-    }
-}
-
-fn mkfifo(path: &Path) {
-    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-}
-
-fn collect_fifo(path: PathBuf) -> Arc<Mutex<String>> {
-    let text = Arc::new(Mutex::new(String::new()));
-    let sink = text.clone();
-    std::thread::spawn(move || {
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .unwrap();
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = file.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
-    text
-}
-
-async fn connect(socket: &Path) -> Client {
-    for _ in 0..100 {
-        if socket.exists() {
-            if let Ok(client) = Client::connect(&format!("unix://{}", socket.display())).await {
-                return client;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the shim server never listened on {}", socket.display());
-}
-
-fn ctx() -> context::Context {
-    context::with_timeout(30_000_000_000)
-}
-
-fn code(err: ttrpc::Error) -> (Code, String) {
-    match err {
-        ttrpc::Error::RpcStatus(s) => (s.code(), s.message().to_string()),
-        other => panic!("expected an RPC status, got {other:?}"),
-    }
-}
+use containerd_shim::protos::ttrpc::Code;
 
 fn wat(name: &str) -> Vec<u8> {
     let path = repo_dir().join("tests/guests/wat").join(name);
@@ -692,36 +368,15 @@ async fn stats_update_pause_and_resume_act_on_the_containers_cgroup() {
     shim.stop().await;
 }
 
-#[tokio::test]
-async fn delete_after_a_lost_shim_kills_the_guest_and_reports_137() {
+/// What containerd runs when it has lost a shim: the binary's `delete` action for the bundle.
+fn delete_action(bundle: &std::path::Path, id: &str) -> containerd_shim::api::DeleteResponse {
     use containerd_shim::protos::protobuf::Message;
-    let shim = ShimUnderTest::start().await;
-    let bundle = shim.bundle("lost", SPIN_WAT.as_bytes(), &["/app.wasm"]);
-    std::fs::write(
-        bundle.join("rootfs/app.wasm"),
-        wat::parse_str(SPIN_WAT).unwrap(),
-    )
-    .unwrap();
-    let (out, err) = shim.outputs("lost");
-    let pid = shim
-        .create("lost", &bundle, &out.path, &err.path)
-        .await
-        .unwrap();
-    shim.start_task("lost").await.unwrap();
-    // What containerd runs when it has lost the shim: the binary's `delete` action.
     let output = Command::new(SHIM)
-        .args([
-            "-namespace",
-            "shimtest",
-            "-id",
-            "lost",
-            "-address",
-            "/dev/null",
-        ])
+        .args(["-namespace", "shimtest", "-id", id, "-address", "/dev/null"])
         .arg("-bundle")
-        .arg(&bundle)
+        .arg(bundle)
         .arg("delete")
-        .current_dir(&bundle)
+        .current_dir(bundle)
         .env("TTRPC_ADDRESS", "/dev/null")
         .output()
         .unwrap();
@@ -730,16 +385,73 @@ async fn delete_after_a_lost_shim_kills_the_guest_and_reports_137() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let resp = containerd_shim::api::DeleteResponse::parse_from_bytes(&output.stdout).unwrap();
+    containerd_shim::api::DeleteResponse::parse_from_bytes(&output.stdout).unwrap()
+}
+
+/// Whether `pid` is a live process (a zombie is dead: PID 1 here reaps slowly).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z'))
+    })
+}
+
+#[tokio::test]
+async fn delete_after_a_lost_shim_kills_the_guest_and_reports_137() {
+    let mut shim = ShimUnderTest::start().await;
+    let bundle = shim.bundle("lost", &wat::parse_str(SPIN_WAT).unwrap(), &["/app.wasm"]);
+    let (out, err) = shim.outputs("lost");
+    let pid = shim
+        .create("lost", &bundle, &out.path, &err.path)
+        .await
+        .unwrap();
+    shim.start_task("lost").await.unwrap();
+    // The shim dies as a SIGKILL leaves it: no cleanup of its own. Its guest runs on.
+    shim.shim.kill().unwrap();
+    shim.shim.wait().unwrap();
+    assert!(alive(pid), "the guest outlived its shim until delete");
+    let resp = delete_action(&bundle, "lost");
     assert_eq!((resp.pid, resp.exit_status), (pid, 137));
-    assert_eq!(
-        shim.wait("lost").await.exit_status,
-        137,
-        "the guest was killed"
-    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while alive(pid) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "delete left the guest running"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     out.finish();
     err.finish();
-    shim.delete("lost").await.unwrap();
+}
+
+#[tokio::test]
+async fn delete_after_a_lost_shim_never_kills_a_process_that_is_not_the_guest() {
+    let shim = ShimUnderTest::start().await;
+    let bundle = shim.bundle(
+        "stranger",
+        &wat::parse_str(SPIN_WAT).unwrap(),
+        &["/app.wasm"],
+    );
+    // The bundle names a process that is not this container's guest: the pid was reused by
+    // some other program after the guest died.
+    let mut stranger = Command::new("sleep").arg("60").spawn().unwrap();
+    let pid = stranger.id();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let start = stat
+        .rsplit_once(") ")
+        .unwrap()
+        .1
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .to_string();
+    std::fs::write(bundle.join("guest-identity"), format!("{pid} {start}")).unwrap();
+    let resp = delete_action(&bundle, "stranger");
+    assert_eq!(resp.exit_status, 137);
+    assert!(alive(pid), "delete killed a process that was not the guest");
+    stranger.kill().unwrap();
+    stranger.wait().unwrap();
     shim.stop().await;
 }
 

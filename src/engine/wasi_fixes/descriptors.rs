@@ -58,6 +58,8 @@ pub(super) struct Descriptors {
     slots: BTreeMap<u32, Slot>,
     /// For WASIX modules: guest numbers are wasmer's.
     same_numbers: bool,
+    /// The guest's RLIMIT_NOFILE (soft): it holds at most this many descriptors.
+    limit: usize,
 }
 
 impl Descriptors {
@@ -86,10 +88,21 @@ impl Descriptors {
                 },
             );
         }
+        let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .map(|(soft, _)| usize::try_from(soft).unwrap_or(usize::MAX))
+            .unwrap_or(usize::MAX);
         Descriptors {
             slots,
             same_numbers,
+            limit,
         }
+    }
+
+    /// Whether the guest holds as many descriptors as its RLIMIT_NOFILE allows. wasmer shares
+    /// one host file among every descriptor of a file, so without this a guest could open
+    /// descriptors without end; with it, it gets EMFILE (WASI's MFILE) as a process would.
+    pub(super) fn is_full(&self) -> bool {
+        self.slots.len() >= self.limit
     }
 
     /// wasmer's descriptor for the guest's `fd`.

@@ -260,7 +260,8 @@ const READLINK_MAX: u64 = 4096;
 /// - OFLAGS_TRUNC is honoured without the directory's PATH_FILESTAT_SET_SIZE right;
 /// - a base descriptor that is not a directory fails the PATH_OPEN rights check (ACCES)
 ///   rather than NOTDIR;
-/// - the new descriptor gets rights the guest did not ask for (see [`narrow_rights`]).
+/// - the new descriptor gets rights the guest did not ask for (see [`narrow_rights`]);
+/// - no descriptor limit (see `Descriptors::is_full`).
 ///
 /// The new descriptor gets a guest number (see `descriptors`), and a directory its host
 /// directory.
@@ -276,6 +277,9 @@ pub(super) fn open_checked(
         if read_bytes(&call.view(&memory), path, path_len.min(1))?.first() == Some(&b'/') {
             return Ok(vec![errno(Errno::Perm)]);
         }
+    }
+    if call.descriptors()?.is_full() {
+        return Ok(vec![errno(Errno::Mfile)]);
     }
     let dir = call.fdstat(dirfd)?;
     if oflags & OFLAGS_TRUNC != 0 {
