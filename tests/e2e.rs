@@ -43,9 +43,15 @@ fn probe_image() -> &'static str {
         let notes = format!("{}:/notes.txt", files.join("notes.txt").display());
         let native = format!("{}:/native", files.join("native").display());
         let hostname = format!("{}:/etc/hostname", files.join("hostname").display());
+        let c_probe = format!(
+            "{}:/probe-c.wasm",
+            guests_dir().join("probe-c.wasm").display()
+        );
         let extra = [
             "--entrypoint",
             "/probe.wasm",
+            "--add",
+            &c_probe,
             "--add",
             &bin,
             "--add",
@@ -305,7 +311,12 @@ fn a_failing_write_fails_in_the_guest() {
     let id = unique_id("full");
     let r = run(opts(&id, &["/probe.wasm", "write", "/dev/full", "x"]));
     r.assert_code(1);
-    assert!(r.stderr_str().starts_with("error: "), "{r}");
+    // WASI's EIO is errno 29.
+    assert_eq!(
+        r.stderr_str(),
+        "error: Uncategorized I/O error (os error 29)\n",
+        "{r}"
+    );
 }
 
 #[test]
@@ -335,31 +346,47 @@ fn a_read_only_root_refuses_writes_and_a_writable_one_takes_them() {
 
 #[test]
 fn symlinks_and_dotdot_stay_inside_the_rootfs() {
-    // The image has /etc/hostname, /escape -> /etc and /up -> ../../../../../etc. Resolved as
-    // the kernel does inside a container, each path below is the image's /etc/hostname; a
-    // refusal is safe too. The host's /etc/hostname must never come back.
+    // The image has /etc/hostname, /escape -> /etc and /up -> ../../../../../etc. Each path
+    // below either resolves inside the container, as the kernel resolves it in a container,
+    // and reads the image's /etc/hostname, or is refused; the host's /etc/hostname never
+    // comes back. The exact outcome of each is pinned.
     let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
-    let paths = [
-        "/escape/hostname",
-        "/up/hostname",
-        "/../../../../etc/hostname",
-        "/data/../../etc/hostname",
-        "/proc/self/root/etc/hostname",
-        "/proc/1/root/etc/hostname",
+    let read = (0, "container hostname\n", "");
+    // WASI's PERM (63) and NOENT (44), as the probe prints them.
+    let refused = (
+        1,
+        "",
+        "error: PermissionDenied Operation not permitted (os error 63)\n",
+    );
+    let missing = (
+        1,
+        "",
+        "error: NotFound No such file or directory (os error 44)\n",
+    );
+    let cases = [
+        ("/escape/hostname", read),
+        // wasmer resolves the relative target's ".." above its root and refuses it; Linux would
+        // stop at / and read the image's file.
+        ("/up/hostname", refused),
+        ("/../../../../etc/hostname", read),
+        ("/data/../../etc/hostname", read),
+        // No /proc in the guest's file system: WASI has no use for it.
+        ("/proc/self/root/etc/hostname", missing),
+        ("/proc/1/root/etc/hostname", missing),
     ];
-    for (i, path) in paths.into_iter().enumerate() {
+    for (i, (path, (code, stdout, stderr))) in cases.into_iter().enumerate() {
         let id = unique_id(&format!("escape{i}"));
         let r = run(opts(&id, &["/probe.wasm", "read", path]));
-        let out = r.stdout_str();
         assert!(
-            host.is_empty() || out != host,
+            host.is_empty() || r.stdout_str() != host,
             "{path} read the host's file: {r}"
         );
-        match r.code {
-            Some(0) => assert_eq!(out, "container hostname\n", "{path}: {r}"),
-            Some(1) => assert!(r.stderr_str().starts_with("error: "), "{path}: {r}"),
-            _ => panic!("{path}: {r}"),
-        }
+        r.assert_code(code);
+        assert_eq!(
+            (r.stdout_str().as_str(), r.stderr_str().as_str()),
+            (stdout, stderr),
+            "{path}"
+        );
     }
 }
 
@@ -832,6 +859,33 @@ fn a_terminal_carries_output_exit_code_and_ctrl_c() {
         Some((keys, Duration::from_secs(2))),
     );
     assert_eq!(code, 130, "{out:?}");
+}
+
+#[test]
+fn isatty_is_true_exactly_when_stdio_is_a_terminal() {
+    // The C probe: wasi-libc's isatty() asks fd_fdstat_get, as every C program's does.
+    let id = unique_id("isatty-fifo");
+    let r = run(opts(&id, &["/probe-c.wasm", "isatty", "1"]));
+    r.assert_code(0);
+    assert_eq!(
+        r.stdout_str(),
+        "0\n",
+        "stdout is ctr's FIFO, not a terminal"
+    );
+    let id = unique_id("isatty-stderr");
+    let r = run(opts(&id, &["/probe-c.wasm", "isatty", "2"]));
+    r.assert_code(0);
+    assert_eq!(r.stdout_str(), "0\n", "stderr is a FIFO too");
+
+    let id = unique_id("isatty-tty");
+    let (code, out) = run_in_terminal(&id, &["/probe-c.wasm", "isatty", "1"], None);
+    assert_eq!(code, 0, "{out}");
+    // ctr's console writes a NUL first (see the terminal test below).
+    assert_eq!(
+        out.trim_start_matches('\0'),
+        "1\n",
+        "a terminal under ctr run -t"
+    );
 }
 
 /// The repository, as `cargo test` says at run time: a test binary reused from another

@@ -168,7 +168,12 @@ impl WasmerEngine {
         let tasks = TokioTaskManager::new(handle);
         let mut runtime = PluggableRuntime::new(Arc::new(tasks));
         runtime.set_engine(self.engine.clone());
-        let fixes = WasiFixes::default();
+        let is_terminal = |fd: &std::os::fd::OwnedFd| std::io::IsTerminal::is_terminal(fd);
+        let fixes = WasiFixes::new([
+            is_terminal(&inv.stdin),
+            is_terminal(&inv.stdout),
+            is_terminal(&inv.stderr),
+        ]);
         let preopened = fixes.preopens();
         runtime.with_instantiation_hook(fixes);
 

@@ -641,6 +641,19 @@ impl Containerd {
                     argv.join(" ")
                 ));
             }
+            // A guest process carries its container's id after the guest-mode argument.
+            if argv
+                .windows(2)
+                .any(|w| w[0] == GUEST_MODE_ARG && w[1] == id)
+            {
+                left.push(format!(
+                    "guest process {pid} still alive: {}",
+                    argv.join(" ")
+                ));
+            }
+        }
+        for dir in container_cgroups(namespace, id) {
+            left.push(format!("cgroup still present: {}", dir.display()));
         }
         let needle = format!("/{id}/");
         let tail = format!("/{id}");
@@ -665,7 +678,8 @@ impl Containerd {
     }
 
     /// Polls up to 5 s for the container `id` to be gone without a trace, then panics with
-    /// the list of what is left: task, container, bundle, shim process, mounts, ctr FIFOs.
+    /// the list of what is left: task, container, bundle, shim and guest processes, mounts,
+    /// cgroups, ctr FIFOs.
     #[track_caller]
     pub fn assert_no_debris(&self, namespace: &str, id: &str) {
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -683,6 +697,26 @@ impl Containerd {
             thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+/// The shim's hidden guest mode, argv[1] of every guest process (then the container id).
+pub const GUEST_MODE_ARG: &str = "__wasm_guest";
+
+/// The cgroup directories of container `id` that exist: ctr's cgroupsPath is
+/// `/<namespace>/<id>`, in every v1 hierarchy or the unified one.
+fn container_cgroups(namespace: &str, id: &str) -> Vec<PathBuf> {
+    let path = format!("/{namespace}/{id}");
+    let mut found = Vec::new();
+    if cgroups::is_v2() {
+        found.push(cgroups::dir("", &path));
+    } else if let Ok(hierarchies) = fs::read_dir("/sys/fs/cgroup") {
+        for hierarchy in hierarchies.flatten() {
+            let controller = hierarchy.file_name().to_string_lossy().into_owned();
+            found.push(cgroups::dir(&controller, &path));
+        }
+    }
+    found.retain(|d| d.is_dir());
+    found
 }
 
 /// (pid, argv) of every process that is not a zombie (PID 1 reaps slowly here, and a zombie

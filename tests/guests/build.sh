@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the test guests into OUT_DIR (default: $CARGO_TARGET_DIR/guests, else target/guests
-# in the repository): hello.wasm, probe.wasm and the wat/*.wat sources, which the image tool
-# compiles itself, and `sleeper`, a static native program from native/. Prints one line saying how the guests were built; on failure prints the
+# in the repository): hello.wasm, probe.wasm, probe-c.wasm (the C probe, always), the
+# wat/*.wat sources, which the image tool compiles itself, and `sleeper`, a static native
+# program from native/. Prints one line saying how the guests were built; on failure prints the
 # build's output and exits non-zero.
 #
 #   tests/guests/build.sh [OUT_DIR]
@@ -128,6 +129,11 @@ auto)
     fi
     ;;
 esac
+
+# The C probe as well, whichever built the guests above: the terminal tests run C's isatty()
+# (wasi-libc) on stdio, as a C program would.
+install_c_toolchain && quietly clang-14 --target=wasm32-wasi --sysroot=/usr -O2 -Wall -Wextra -s \
+    -o "$out/probe-c.wasm" "$here/c/probe.c" || give_up "the C probe (probe-c.wasm)"
 
 cp "$here"/wat/*.wat "$out/"
 

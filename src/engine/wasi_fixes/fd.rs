@@ -12,6 +12,10 @@ use super::memory::{
 };
 use super::{errno, errno_of, i32_arg, i64_arg, Call};
 
+/// WASI's `filetype::unknown` and `filetype::character_device`.
+const FILETYPE_UNKNOWN: u8 = 0;
+const FILETYPE_CHARACTER_DEVICE: u8 = 2;
+
 /// A `prestat` whose tag is not `preopentype::dir` (0): "not a preopened directory". Callers
 /// that enumerate preopens (wasi-libc, the Rust `wasi` crate) skip it and go on to fd 4.
 const NOT_A_PREOPEN: [u8; 8] = [1, 0, 0, 0, 0, 0, 0, 0];
@@ -51,9 +55,14 @@ pub(super) fn close(call: &mut Call<'_>, args: &[Value]) -> Result<Vec<Value>, R
     }
 }
 
-/// `fd_fdstat_get(fd, buf)`, two corrections to `WasiFs::fdstat`:
+/// `fd_fdstat_get(fd, buf)`, three corrections to `WasiFs::fdstat`:
 /// - fds 0, 1 and 2 are answered from constants even once closed or renumbered away; wasmer's
 ///   `fd_advise` (no effect, no memory) tells whether the descriptor is still open;
+/// - wasmer calls stdin, stdout and stderr character devices whatever they are, so
+///   wasi-libc's `isatty()` (a character device without FD_SEEK and FD_TELL) was true for a
+///   FIFO or a log file, and programs coloured their logs with terminal escapes. As wasmtime
+///   does, stdio is a character device (without FD_SEEK, FD_TELL) only when it is a terminal,
+///   else of unknown type;
 /// - a directory reports FD_WRITE in its base rights (wasmer uses it on a directory to mean
 ///   "files may be written below", `path_open2.rs` `parent_rights`), but `path_open` refuses
 ///   to open a directory with FD_WRITE: a guest reopening a directory with the rights it was
@@ -81,7 +90,22 @@ pub(super) fn fdstat_fixed(
     let Some(memory) = call.memory()? else {
         return Ok(results);
     };
+    let terminals = call.shared.stdio_terminals;
     let view = call.view(&memory);
+    if let Some(terminal) = terminals.get(fd as usize) {
+        let (filetype, base) = if *terminal {
+            let not_seekable = Rights::FD_SEEK.bits() | Rights::FD_TELL.bits();
+            (
+                FILETYPE_CHARACTER_DEVICE,
+                read_u64(&view, buf + FDSTAT_RIGHTS_BASE)? & !not_seekable,
+            )
+        } else {
+            (FILETYPE_UNKNOWN, read_u64(&view, buf + FDSTAT_RIGHTS_BASE)?)
+        };
+        view.write(buf, &[filetype]).map_err(memory_error)?;
+        view.write(buf + FDSTAT_RIGHTS_BASE, &base.to_le_bytes())
+            .map_err(memory_error)?;
+    }
     if read_u8(&view, buf)? == FILETYPE_DIRECTORY {
         let base = read_u64(&view, buf + FDSTAT_RIGHTS_BASE)? & !Rights::FD_WRITE.bits();
         view.write(buf + FDSTAT_RIGHTS_BASE, &base.to_le_bytes())

@@ -136,9 +136,19 @@ const TABLE_HANDLERS: &[(&str, Handler)] = &[("fd_close", close), ("fd_renumber"
 #[derive(Debug, Default)]
 pub struct WasiFixes {
     preopens: Arc<Mutex<Vec<(u32, PathBuf)>>>,
+    /// Whether stdin, stdout and stderr are terminals (see `fd::fdstat_fixed`).
+    stdio_terminals: [bool; 3],
 }
 
 impl WasiFixes {
+    /// The hook for a guest whose stdin, stdout and stderr are terminals or not.
+    pub fn new(stdio_terminals: [bool; 3]) -> WasiFixes {
+        WasiFixes {
+            stdio_terminals,
+            ..WasiFixes::default()
+        }
+    }
+
     /// Where wasmer's preopened descriptors and their directories are recorded.
     pub fn preopens(&self) -> Arc<Mutex<Vec<(u32, PathBuf)>>> {
         self.preopens.clone()
@@ -170,6 +180,7 @@ struct Shared {
     originals: HashMap<String, Function>,
     memory: Mutex<Option<Memory>>,
     descriptors: Mutex<Descriptors>,
+    stdio_terminals: [bool; 3],
 }
 
 /// The environment of one wrapped import.
@@ -200,6 +211,7 @@ impl InstantiationHook for WasiFixes {
             originals,
             memory: Mutex::new(None),
             descriptors: Mutex::new(self.descriptors(module)),
+            stdio_terminals: self.stdio_terminals,
         });
         for (name, ty) in types {
             let env = FunctionEnv::new(

@@ -28,7 +28,7 @@ extern char **environ;
 enum { ERR_INVALID_UTF8 = -1, ERR_WRITE_ZERO = -2 };
 
 static const char USAGE[] =
-    "usage: probe args | env | exit N | cat | read PATH | head PATH N | write PATH TEXT | "
+    "usage: probe args | env | exit N | cat | read PATH | head PATH N | isatty N | write PATH TEXT | "
     "append PATH TEXT | ls PATH | pwd | mkdir PATH | rm PATH | stat PATH | "
     "link EXISTING NEW | symlink TARGET PATH | set-mtime PATH SECS | stdout-lines N | stderr TEXT | sleep SECS | spin | read-stdin-line | "
     "alloc-forever | panic";
@@ -402,6 +402,15 @@ static int cmd_read(char **argv) {
     return err;
 }
 
+// isatty(N) of stdio stream N, as 1 or 0 (wasi-libc asks fd_fdstat_get).
+static int cmd_isatty(char **argv) {
+    int fd = atoi(argv[2]);
+    if (fd < 0 || fd > 2)
+        usage();
+    char line[3] = {isatty(fd) ? '1' : '0', '\n', 0};
+    return print_bytes(line, 2);
+}
+
 // At most N bytes of a file, in hex on one line: for devices that never end, like /dev/zero.
 static int cmd_head(char **argv) {
     long long want = atoll(argv[3]);
@@ -665,6 +674,7 @@ static const struct command COMMANDS[] = {
     {"cat", 0, cmd_cat},
     {"read", 1, cmd_read},
     {"head", 2, cmd_head},
+    {"isatty", 1, cmd_isatty},
     {"write", 2, cmd_write},
     {"append", 2, cmd_append},
     {"ls", 1, cmd_ls},

@@ -48,6 +48,8 @@ fn main() {
             f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(parse(secs)))
         }),
         ("stat", [path]) => stat(path),
+        // isatty(N) of stdio stream N (0, 1 or 2), as 1 or 0.
+        ("isatty", [n]) => isatty(parse(n)),
         ("stdout-lines", [n]) => stdout_lines(parse(n)),
         ("stderr", [text]) => {
             eprintln!("{text}");
@@ -87,7 +89,7 @@ fn main() {
 fn usage() -> ! {
     eprintln!(
         "usage: probe args | env | exit N | cat | read PATH | write PATH TEXT | \
-         head PATH N | append PATH TEXT | ls PATH | pwd | mkdir PATH | rm PATH | stat PATH | \
+         head PATH N | isatty N | append PATH TEXT | ls PATH | pwd | mkdir PATH | rm PATH | stat PATH | \
          link EXISTING NEW | symlink TARGET PATH | set-mtime PATH SECS | stdout-lines N | stderr TEXT | sleep SECS | spin | read-stdin-line | \
          alloc-forever | panic"
     );
@@ -119,6 +121,17 @@ fn print_bytes(data: &[u8]) -> io::Result<()> {
     let mut out = io::stdout().lock();
     out.write_all(data)?;
     out.flush()
+}
+
+fn isatty(stream: u32) -> io::Result<()> {
+    use std::io::IsTerminal;
+    let terminal = match stream {
+        0 => io::stdin().is_terminal(),
+        1 => io::stdout().is_terminal(),
+        2 => io::stderr().is_terminal(),
+        _ => usage(),
+    };
+    print_lines([u8::from(terminal).to_string()])
 }
 
 fn head(path: &str, n: u64) -> io::Result<()> {
