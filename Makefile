@@ -4,6 +4,8 @@
 #   make test    unit, shim-level and end-to-end tests (a private containerd is started and stopped)
 #   make conformance  only the WASI test suite, standalone and through containerd (make test runs
 #                     it too; see tests/conformance/README.md)
+#   make soak    the load and churn tests at full size (2,000 containers 32 at a time; 1,000
+#                sequential and 100 concurrent through one shim), printing their figures
 
 SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(CURDIR)/target
@@ -19,7 +21,7 @@ TEST_DIR ?= /var/tmp/containerd-shim-wasm-test
 # Its own directory, so it never stops the containerd of a `make test` running beside it.
 CONFORMANCE_DIR ?= /var/tmp/containerd-shim-wasm-conformance
 
-.PHONY: all build guests deps demo test conformance unit lint fmt clean-state
+.PHONY: all build guests deps demo test conformance soak unit lint fmt clean-state
 
 all: build
 
@@ -58,6 +60,13 @@ conformance: deps build
 	CONTAINERD_SHIM_WASM_CACHE_DIR=$(CONFORMANCE_DIR)/cache $(HARNESS) start $(CONFORMANCE_DIR) $(SHIM)
 	@trap '$(HARNESS) stop $(CONFORMANCE_DIR)' EXIT; \
 	WASM_SHIM_CONTAINERD_DIR=$(CONFORMANCE_DIR) cargo test --test conformance
+
+soak: deps build guests
+	@$(HARNESS) stop $(TEST_DIR) >/dev/null && rm -rf $(TEST_DIR) && mkdir -p $(TEST_DIR)
+	CONTAINERD_SHIM_WASM_CACHE_DIR=$(TEST_DIR)/cache $(HARNESS) start $(TEST_DIR) $(SHIM)
+	@trap '$(HARNESS) stop $(TEST_DIR)' EXIT; \
+	WASM_SHIM_SOAK=1 WASM_SHIM_CONTAINERD_DIR=$(TEST_DIR) WASM_SHIM_GUESTS_DIR=$(GUESTS) \
+	cargo test --test load -- --test-threads=1 --nocapture
 
 unit: build
 	cargo test --lib --bins

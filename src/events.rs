@@ -26,7 +26,7 @@ use containerd_shim::protos::shim::events::ForwardRequest;
 use containerd_shim::protos::shim_async::{Client, EventsClient};
 use containerd_shim::protos::topics;
 use containerd_shim::protos::ttrpc::context;
-use log::{error, warn};
+use log::{error, info, warn};
 use tokio::sync::{mpsc, oneshot};
 
 /// At most this many events wait for containerd; beyond it new events are dropped (logged).
@@ -39,7 +39,8 @@ const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 const FLUSH_LIMIT: Duration = Duration::from_secs(10);
 
 enum Message {
-    Publish(Envelope),
+    /// An event, and the container it is about (for the log).
+    Publish(Envelope, String),
     /// Answered once every event queued before it is published (or given up).
     Flush(oneshot::Sender<()>),
 }
@@ -55,7 +56,7 @@ pub struct Events {
 impl std::fmt::Debug for Message {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Message::Publish(envelope) => write!(f, "Publish({})", envelope.topic),
+            Message::Publish(envelope, id) => write!(f, "Publish({} id={id})", envelope.topic),
             Message::Flush(_) => write!(f, "Flush"),
         }
     }
@@ -105,7 +106,7 @@ impl Events {
         }
     }
 
-    fn send(&self, topic: &'static str, event: Box<dyn MessageDyn>) {
+    fn send(&self, topic: &'static str, id: &str, event: Box<dyn MessageDyn>) {
         if self.queued.load(Ordering::Relaxed) >= MAX_QUEUED {
             error!("event {topic} dropped: {MAX_QUEUED} events are waiting for containerd");
             return;
@@ -118,7 +119,11 @@ impl Events {
             }
         };
         self.queued.fetch_add(1, Ordering::Relaxed);
-        if self.tx.send(Message::Publish(envelope)).is_err() {
+        if self
+            .tx
+            .send(Message::Publish(envelope, id.to_string()))
+            .is_err()
+        {
             error!("event {topic} dropped: the publisher has stopped");
         }
     }
@@ -130,7 +135,7 @@ impl Events {
             pid,
             ..Default::default()
         };
-        self.send(topics::TASK_CREATE_EVENT_TOPIC, Box::new(event));
+        self.send(topics::TASK_CREATE_EVENT_TOPIC, id, Box::new(event));
     }
 
     pub fn task_start(&self, id: &str, pid: u32) {
@@ -139,7 +144,7 @@ impl Events {
             pid,
             ..Default::default()
         };
-        self.send(topics::TASK_START_EVENT_TOPIC, Box::new(event));
+        self.send(topics::TASK_START_EVENT_TOPIC, id, Box::new(event));
     }
 
     pub fn task_oom(&self, id: &str) {
@@ -147,7 +152,7 @@ impl Events {
             container_id: id.to_string(),
             ..Default::default()
         };
-        self.send(topics::TASK_OOM_EVENT_TOPIC, Box::new(event));
+        self.send(topics::TASK_OOM_EVENT_TOPIC, id, Box::new(event));
     }
 
     pub fn task_paused(&self, id: &str) {
@@ -155,7 +160,7 @@ impl Events {
             container_id: id.to_string(),
             ..Default::default()
         };
-        self.send(topics::TASK_PAUSED_EVENT_TOPIC, Box::new(event));
+        self.send(topics::TASK_PAUSED_EVENT_TOPIC, id, Box::new(event));
     }
 
     pub fn task_resumed(&self, id: &str) {
@@ -163,7 +168,7 @@ impl Events {
             container_id: id.to_string(),
             ..Default::default()
         };
-        self.send(topics::TASK_RESUMED_EVENT_TOPIC, Box::new(event));
+        self.send(topics::TASK_RESUMED_EVENT_TOPIC, id, Box::new(event));
     }
 
     pub fn task_exit(&self, id: &str, exec_id: &str, pid: u32, status: u32, at: SystemTime) {
@@ -175,7 +180,7 @@ impl Events {
             exited_at: Some(timestamp(at)).into(),
             ..Default::default()
         };
-        self.send(topics::TASK_EXIT_EVENT_TOPIC, Box::new(event));
+        self.send(topics::TASK_EXIT_EVENT_TOPIC, id, Box::new(event));
     }
 
     pub fn task_delete(&self, id: &str, pid: u32, status: u32, at: SystemTime) {
@@ -187,7 +192,7 @@ impl Events {
             exited_at: Some(timestamp(at)).into(),
             ..Default::default()
         };
-        self.send(topics::TASK_DELETE_EVENT_TOPIC, Box::new(event));
+        self.send(topics::TASK_DELETE_EVENT_TOPIC, id, Box::new(event));
     }
 }
 
@@ -217,8 +222,8 @@ async fn forward(
             Message::Flush(done) => {
                 let _ = done.send(());
             }
-            Message::Publish(envelope) => {
-                publish(&address, &mut client, &envelope).await;
+            Message::Publish(envelope, id) => {
+                publish(&address, &mut client, &envelope, &id).await;
                 queued.fetch_sub(1, Ordering::Relaxed);
             }
         }
@@ -227,16 +232,22 @@ async fn forward(
 
 /// Publishes one event, reconnecting and retrying until containerd takes it or [`PATIENCE`]
 /// runs out.
-async fn publish(address: &str, client: &mut Option<EventsClient>, envelope: &Envelope) {
+async fn publish(address: &str, client: &mut Option<EventsClient>, envelope: &Envelope, id: &str) {
     let give_up = Instant::now() + PATIENCE;
     let mut pause = Duration::from_millis(50);
+    let mut tries = 0;
     loop {
+        tries += 1;
         let error = match connected(address, client).await {
             Ok(events) => {
                 let mut request = ForwardRequest::new();
                 request.set_envelope(envelope.clone());
                 let ctx = context::with_timeout(PUBLISH_TIMEOUT.as_nanos() as i64);
                 match events.forward(ctx, &request).await {
+                    Ok(_) if tries > 1 => {
+                        info!("published {} id={id} after {tries} tries", envelope.topic);
+                        return;
+                    }
                     Ok(_) => return,
                     Err(e) => e.to_string(),
                 }
@@ -247,12 +258,15 @@ async fn publish(address: &str, client: &mut Option<EventsClient>, envelope: &En
         *client = None;
         if Instant::now() >= give_up {
             error!(
-                "event {} dropped: containerd did not take it for {PATIENCE:?}: {error}",
+                "event {} id={id} dropped: containerd did not take it for {PATIENCE:?}: {error}",
                 envelope.topic
             );
             return;
         }
-        warn!("publish {}: {error}; retrying in {pause:?}", envelope.topic);
+        warn!(
+            "publish {} id={id}: {error}; retrying in {pause:?}",
+            envelope.topic
+        );
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(2));
     }

@@ -158,6 +158,7 @@ fn decode(bytes: &[u8]) -> Result<(Option<String>, Vec<u8>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     /// The message as containerd encodes it.
     fn encoded(path: &str, body: &str) -> Any {
@@ -197,6 +198,20 @@ mod tests {
             RuntimeOptions::from_request(None).unwrap(),
             RuntimeOptions::default()
         );
+    }
+
+    /// The options tables of the shipped containerd snippets, as CRI would send them.
+    #[test]
+    fn the_shipped_snippets_options_are_the_defaults() {
+        for snippet in ["wasm-runtime-v2.toml", "wasm-runtime-v3.toml"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("config/containerd")
+                .join(snippet);
+            let text = std::fs::read_to_string(&path).unwrap();
+            let (_, table) = text.split_once(".options]").expect("an options table");
+            let options = RuntimeOptions::from_toml(table).unwrap();
+            assert_eq!(options, RuntimeOptions::default(), "{snippet}");
+        }
     }
 
     #[test]

@@ -335,24 +335,6 @@ fn fd_targets(pid: i32) -> Vec<FdTarget> {
     targets
 }
 
-/// Waits until containerd's log has a line with `text` from the shim of container `id`.
-fn wait_for_log(text: &str, id: &str) {
-    let log = containerd().dir.join("containerd.log");
-    let tag = format!("id={id} ");
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while std::time::Instant::now() < deadline {
-        let found = fs::read_to_string(&log)
-            .unwrap_or_default()
-            .lines()
-            .any(|l| l.contains(&tag) && l.contains(text));
-        if found {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("no {text:?} from {id} in {}", log.display());
-}
-
 #[test]
 fn a_guest_holds_no_descriptor_of_the_shim_or_of_another_container() {
     let other = unique_id("fds-other");
@@ -361,7 +343,7 @@ fn a_guest_holds_no_descriptor_of_the_shim_or_of_another_container() {
     let id = unique_id("fds");
     let (guest, shim) = while_running(opts(&id, &["/probe.wasm", "sleep", "60"]), |pid| {
         // Until then the guest may still hold the pipe its compiled module goes back on.
-        wait_for_log("running module", &id);
+        containerd().wait_for_log("running module", &id);
         (fd_targets(pid), fd_targets(parent_pid(pid)))
     });
     containerd().ctr_ok(&["-n", NS, "tasks", "kill", "--signal", "SIGKILL", &other]);

@@ -482,7 +482,8 @@ fn kill_running(id: &str, args: &[&str], signal: &str, all: bool) -> (RunResult,
         running.wait_running(Duration::from_secs(30)),
         "never RUNNING"
     );
-    std::thread::sleep(Duration::from_millis(300));
+    // The guest logs this just before it calls the module's _start.
+    containerd().wait_for_log("running module", id);
     let mut kill = vec!["-n", NS, "tasks", "kill", "-s", signal];
     if all {
         kill.push("--all");
@@ -707,34 +708,8 @@ fn a_task_whose_shim_died_is_cleaned_up_by_delete_with_137() {
     containerd().assert_no_debris(NS, &id);
 }
 
-/// `ctr run --detach` leaves its stdio FIFOs for `ctr task delete` to remove; when containerd
-/// has already dropped the task of a dead shim, nothing does (runc tasks alike). They are
-/// ctr's, not the shim's: remove them so the debris check looks at what the shim owns.
 fn remove_detached_fifos(id: &str) {
-    for dir in std::fs::read_dir("/run/containerd/fifo")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let mut emptied = false;
-        for entry in std::fs::read_dir(dir.path())
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            if entry
-                .file_name()
-                .to_string_lossy()
-                .starts_with(&format!("{id}-"))
-            {
-                let _ = std::fs::remove_file(entry.path());
-                emptied = true;
-            }
-        }
-        if emptied {
-            let _ = std::fs::remove_dir(dir.path());
-        }
-    }
+    common::remove_detached_fifos(id);
 }
 
 fn task_pid(id: &str) -> i32 {
@@ -748,17 +723,7 @@ fn task_pid(id: &str) -> i32 {
 
 /// `ctr run --detach` without `--rm`: the task stays after it exits, for the test to inspect.
 fn run_detached(id: &str, args: &[&str]) {
-    let mut ctr = vec![
-        "-n",
-        NS,
-        "run",
-        "--detach",
-        "--runtime",
-        "io.containerd.wasm.v1",
-    ];
-    ctr.extend([probe_image(), id]);
-    ctr.extend(args);
-    containerd().ctr_ok(&ctr);
+    containerd().run_detached(NS, probe_image(), id, args);
 }
 
 /// A hello module no other run has seen (its text, hence its digest, carries `id`).
@@ -786,7 +751,13 @@ fn start_answers_while_a_big_module_compiles_and_kill_ends_the_compile() {
         running.wait_running(Duration::from_secs(30)),
         "never RUNNING"
     );
-    std::thread::sleep(Duration::from_millis(300));
+    // Compiling: the guest has used 300 ms of CPU.
+    let guest = task_pid(&id);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while common::cpu_ticks(guest) < 30 {
+        assert!(Instant::now() < deadline, "the compile never got going");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let sent = Instant::now();
     containerd().ctr_ok(&["-n", NS, "tasks", "kill", "-s", "SIGTERM", &id]);
     let r = running.wait();

@@ -8,7 +8,7 @@ mod cgroups;
 #[path = "common/shim_under_test.rs"]
 mod shim_under_test;
 
-use shim_under_test::{code, ctx, ShimUnderTest, SHIM};
+use shim_under_test::{code, ctx, wait_for_cpu, ShimUnderTest, SHIM};
 
 use std::process::Command;
 use std::time::Duration;
@@ -70,9 +70,8 @@ async fn hello_runs_to_completion_with_events_in_containerd_order() {
     );
     let deleted = shim.delete("hello").await.unwrap();
     assert_eq!((deleted.pid, deleted.exit_status), (pid, 0));
-    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
-        shim.events(),
+        shim.events_when(|e| e.len() >= 4).await,
         vec![
             "/tasks/create",
             "/tasks/start",
@@ -119,7 +118,8 @@ async fn sigterm_ends_a_compute_loop_and_a_second_kill_is_not_found() {
         .await
         .unwrap();
     let pid = shim.start_task("spin").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // In its loop: 50 ms of CPU time.
+    wait_for_cpu(pid, 5).await;
     assert_eq!(shim.status("spin").await, Status::RUNNING);
     let pids = shim
         .client
@@ -352,9 +352,10 @@ async fn stats_update_pause_and_resume_act_on_the_containers_cgroup() {
     assert_eq!(shim.status(&id).await, Status::RUNNING);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(stats(id.clone()).await.1 > frozen, "CPU time after resume");
-    let events = shim.events();
-    assert!(events.iter().any(|e| e == "/tasks/paused"), "{events:?}");
-    assert!(events.iter().any(|e| e == "/tasks/resumed"), "{events:?}");
+    shim.events_when(|e| {
+        e.iter().any(|e| e == "/tasks/paused") && e.iter().any(|e| e == "/tasks/resumed")
+    })
+    .await;
 
     // SIGKILL ends a paused guest too (cgroup v1 thaws it for that, as runc does).
     shim.client.pause(ctx(), &pause).await.unwrap();

@@ -839,6 +839,83 @@ impl Containerd {
     }
 }
 
+impl Containerd {
+    /// `ctr run --detach` (no `--rm`) of `image` in the wasm runtime: the task stays after it
+    /// exits, for the test to inspect; ctr's FIFOs stay too (see [`remove_detached_fifos`]).
+    pub fn run_detached(&self, namespace: &str, image: &str, id: &str, args: &[&str]) {
+        let mut ctr = vec![
+            "-n",
+            namespace,
+            "run",
+            "--detach",
+            "--runtime",
+            RUNTIME,
+            image,
+            id,
+        ];
+        ctr.extend(args);
+        self.ctr_ok(&ctr);
+    }
+}
+
+impl Containerd {
+    /// Waits (up to 60 s) until containerd's log has a line with `text` from the shim of
+    /// container `id` (the shim and its guests tag their lines `id=<container>`).
+    pub fn wait_for_log(&self, text: &str, id: &str) {
+        let log = self.dir.join("containerd.log");
+        let tag = format!("id={id} ");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            let found = fs::read_to_string(&log)
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.contains(&tag) && l.contains(text));
+            if found {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        panic!("no {text:?} from {id} in {}", log.display());
+    }
+}
+
+/// CPU time a process has used, in clock ticks (utime + stime of /proc/<pid>/stat).
+pub fn cpu_ticks(pid: i32) -> u64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(") ")
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(11) + field(12)
+}
+
+/// The FIFOs `ctr run --detach` left for container `id` under /run/containerd/fifo.
+pub fn remove_detached_fifos(id: &str) {
+    let prefix = format!("{id}-");
+    for dir in fs::read_dir("/run/containerd/fifo")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let mut emptied = false;
+        for entry in fs::read_dir(dir.path()).into_iter().flatten().flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = fs::remove_file(entry.path());
+                emptied = true;
+            }
+        }
+        if emptied {
+            let _ = fs::remove_dir(dir.path());
+        }
+    }
+}
+
 /// One `/proc/<pid>/status` field ("CapEff", "Uid", ...), as the kernel prints it.
 pub fn proc_status(pid: i32, field: &str) -> String {
     let status = fs::read_to_string(format!("/proc/{pid}/status"))

@@ -208,6 +208,23 @@ impl ShimUnderTest {
         self.events.0.lock().unwrap().clone()
     }
 
+    /// The events once `done` holds for them (events reach the listener after the RPC that
+    /// caused them has answered); panics after 10 s with what arrived.
+    pub async fn events_when(&self, done: impl Fn(&[String]) -> bool) -> Vec<String> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let events = self.events();
+            if done(&events) {
+                return events;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the events never came: {events:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Runs `module` as `/app.wasm` from create to delete: its exit status, stdout, stderr.
     pub async fn run_to_exit(&self, id: &str, module: &[u8]) -> (u32, String, String) {
         let bundle = self.bundle(id, module, &["/app.wasm"]);
@@ -326,6 +343,34 @@ pub fn runtime_options(toml: &str) -> MessageField<Any> {
         value,
         ..Default::default()
     })
+}
+
+/// CPU time a process has used, in clock ticks (utime + stime of /proc/<pid>/stat).
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(") ")
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(11) + field(12)
+}
+
+/// Waits (up to 30 s) until process `pid` has used `ticks` of CPU: it is at work.
+pub async fn wait_for_cpu(pid: u32, ticks: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while cpu_ticks(pid) < ticks {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "process {pid} never used {ticks} ticks of CPU"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 pub fn mkfifo(path: &Path) {

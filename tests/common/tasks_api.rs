@@ -27,6 +27,41 @@ pub struct UpdateTaskRequest {
     pub annotations: std::collections::HashMap<String, String>,
 }
 
+/// `containerd.services.tasks.v1.GetRequest`.
+#[derive(Clone, PartialEq, Message)]
+pub struct GetRequest {
+    #[prost(string, tag = "1")]
+    pub container_id: String,
+    #[prost(string, tag = "2")]
+    pub exec_id: String,
+}
+
+/// `containerd.services.tasks.v1.GetResponse`.
+#[derive(Clone, PartialEq, Message)]
+pub struct GetResponse {
+    #[prost(message, optional, tag = "1")]
+    pub process: Option<Process>,
+}
+
+/// `containerd.v1.types.Process` (the fields tests read).
+#[derive(Clone, PartialEq, Message)]
+pub struct Process {
+    #[prost(string, tag = "1")]
+    pub container_id: String,
+    #[prost(uint32, tag = "3")]
+    pub pid: u32,
+    /// containerd's `Status`: 1 created, 2 running, 3 stopped, 4 paused.
+    #[prost(int32, tag = "4")]
+    pub status: i32,
+    #[prost(uint32, tag = "9")]
+    pub exit_status: u32,
+}
+
+/// `containerd.v1.types.Status` STOPPED.
+pub const STATUS_STOPPED: i32 = 3;
+/// `containerd.v1.types.Status` RUNNING.
+pub const STATUS_RUNNING: i32 = 2;
+
 /// `google.protobuf.Empty`.
 #[derive(Clone, PartialEq, Message)]
 pub struct Empty {}
@@ -62,6 +97,27 @@ pub fn update_resources(
         request,
     ))?;
     Ok(())
+}
+
+/// `Tasks.Get`: the task's process as containerd knows it (status, pid, exit status).
+pub fn get_task(socket: &Path, namespace: &str, id: &str) -> Result<Process, String> {
+    let request = GetRequest {
+        container_id: id.to_string(),
+        exec_id: String::new(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let response: GetResponse = runtime.block_on(unary(
+        socket.to_path_buf(),
+        namespace,
+        "/containerd.services.tasks.v1.Tasks/Get",
+        request,
+    ))?;
+    response
+        .process
+        .ok_or_else(|| format!("Tasks.Get of {id} has no process"))
 }
 
 /// One unary gRPC call over containerd's unix socket, in `namespace`.

@@ -1,0 +1,151 @@
+//! containerd restarted, or a shim lost, while containers run: through the real containerd
+//! `make test` starts, which these tests stop and start again (one at a time: a lock below).
+
+mod common;
+
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use common::tasks_api::{get_task, STATUS_RUNNING, STATUS_STOPPED};
+use common::{build_image, containerd, guests_dir, remove_detached_fifos, unique_id};
+
+const NS: &str = "wasm-restart";
+const IMAGE: &str = "docker.io/library/e2e-restart:latest";
+
+/// Only one test at a time may take containerd down.
+static CONTAINERD_DOWN: Mutex<()> = Mutex::new(());
+
+fn image() -> &'static str {
+    static NAME: OnceLock<String> = OnceLock::new();
+    NAME.get_or_init(|| {
+        let work = tempfile::tempdir().unwrap().keep();
+        build_image(
+            NS,
+            &work,
+            IMAGE,
+            &guests_dir().join("probe.wasm"),
+            &["--entrypoint", "/probe.wasm"],
+        )
+    })
+}
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, r)| r.starts_with('Z'))
+    })
+}
+
+fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what} within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Stops containerd with `signal` (its shims, and their guests, run on) and starts it again
+/// the way `make test` did, on the same state.
+fn restart_containerd(signal: nix::sys::signal::Signal, while_down: impl FnOnce()) {
+    let c = containerd();
+    let pid: i32 = std::fs::read_to_string(c.dir.join("containerd.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).unwrap();
+    wait_until("containerd gone", Duration::from_secs(20), || !alive(pid));
+    while_down();
+    let harness =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/harness/containerd.sh");
+    let status = std::process::Command::new(harness)
+        .arg("start")
+        .arg(&c.dir)
+        .arg(env!("CARGO_BIN_EXE_containerd-shim-wasm-v1"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "containerd did not start again");
+}
+
+fn task(id: &str) -> common::tasks_api::Process {
+    get_task(&containerd().socket, NS, id).unwrap()
+}
+
+/// Removes a detached container: its task (stopped), the container, ctr's FIFOs.
+fn remove(id: &str) {
+    containerd().ctr_ok(&["-n", NS, "tasks", "delete", id]);
+    containerd().ctr_ok(&["-n", NS, "containers", "delete", id]);
+    remove_detached_fifos(id);
+    containerd().assert_no_debris(NS, id);
+}
+
+fn containerd_restart_keeps_tasks_and_reports_the_exits_meanwhile(
+    signal: nix::sys::signal::Signal,
+) {
+    let _down = CONTAINERD_DOWN.lock().unwrap_or_else(|e| e.into_inner());
+    let name = format!("{signal:?}").to_lowercase();
+    let long = unique_id(&format!("long-{name}"));
+    let short = unique_id(&format!("short-{name}"));
+    containerd().run_detached(NS, image(), &long, &["/probe.wasm", "sleep", "600"]);
+    containerd().run_detached(NS, image(), &short, &["/probe.wasm", "sleep", "600"]);
+    let (long_pid, short_pid) = (task(&long).pid as i32, task(&short).pid as i32);
+    assert!(alive(short_pid), "the second guest runs before the restart");
+    restart_containerd(signal, || {
+        // The guests run on without containerd.
+        assert!(alive(long_pid), "{long} died with containerd");
+        containerd_down_kill(short_pid);
+    });
+    // containerd reconnects to the shims: the running task is still RUNNING with its pid...
+    let running = task(&long);
+    assert_eq!(
+        (running.status, running.pid),
+        (STATUS_RUNNING, long_pid as u32)
+    );
+    // ...and the exit that happened while it was down is known, with its status.
+    wait_until(
+        "the exit while containerd was down reported",
+        Duration::from_secs(30),
+        || task(&short).status == STATUS_STOPPED,
+    );
+    assert_eq!(task(&short).exit_status, 143, "SIGTERM's status");
+    // The shim's TaskExit, refused while containerd was down, was retried until it was taken.
+    let log = containerd().dir.join("containerd.log");
+    let delivered = format!("published /tasks/exit id={short} after ");
+    wait_until(
+        "the retried TaskExit delivered",
+        Duration::from_secs(30),
+        || std::fs::read_to_string(&log).is_ok_and(|text| text.contains(&delivered)),
+    );
+    containerd().ctr_ok(&["-n", NS, "tasks", "kill", "--signal", "SIGKILL", &long]);
+    wait_until("the long task stopped", Duration::from_secs(30), || {
+        task(&long).status == STATUS_STOPPED
+    });
+    assert_eq!(task(&long).exit_status, 137);
+    remove(&long);
+    remove(&short);
+}
+
+/// Ends a guest while containerd is down (SIGTERM from outside, as an operator would).
+fn containerd_down_kill(pid: i32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    wait_until("the guest ended", Duration::from_secs(10), || !alive(pid));
+}
+
+#[test]
+fn a_containerd_stopped_with_sigterm_finds_its_tasks_again() {
+    containerd_restart_keeps_tasks_and_reports_the_exits_meanwhile(
+        nix::sys::signal::Signal::SIGTERM,
+    );
+}
+
+#[test]
+fn a_containerd_killed_with_sigkill_finds_its_tasks_again() {
+    containerd_restart_keeps_tasks_and_reports_the_exits_meanwhile(
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
