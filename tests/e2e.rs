@@ -754,7 +754,7 @@ fn start_answers_while_a_big_module_compiles_and_kill_ends_the_compile() {
     // Compiling: the guest has used 300 ms of CPU.
     let guest = task_pid(&id);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while common::cpu_ticks(guest) < 30 {
+    while common::procfs::cpu_ticks(guest) < 30 {
         assert!(Instant::now() < deadline, "the compile never got going");
         std::thread::sleep(Duration::from_millis(10));
     }

@@ -7,26 +7,16 @@ mod common;
 
 use std::fs;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{build_image, containerd, guests_dir, parent_pid, unique_id, RunOpts, RunResult};
+use common::{containerd, parent_pid, unique_id, RunOpts, RunResult};
 
 const NS: &str = "wasm-load";
 const IMAGE: &str = "docker.io/library/e2e-load:latest";
 
-fn image() -> &'static str {
-    static NAME: OnceLock<String> = OnceLock::new();
-    NAME.get_or_init(|| {
-        let work = tempfile::tempdir().unwrap().keep();
-        build_image(
-            NS,
-            &work,
-            IMAGE,
-            &guests_dir().join("probe.wasm"),
-            &["--entrypoint", "/probe.wasm"],
-        )
-    })
+fn image() -> String {
+    common::probe_image(NS, IMAGE)
 }
 
 fn soak() -> bool {
@@ -35,7 +25,7 @@ fn soak() -> bool {
 
 /// The container ids this binary ran; their debris is checked at the end of each test.
 fn opts(id: &str, args: &[&str], extra: &[String]) -> RunOpts {
-    let mut o = RunOpts::new(image(), id);
+    let mut o = RunOpts::new(&image(), id);
     o.namespace = NS.into();
     o.args = args.iter().map(|s| s.to_string()).collect();
     o.extra_flags = extra.to_vec();

@@ -3,11 +3,11 @@
 
 mod common;
 
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::tasks_api::{get_task, STATUS_RUNNING, STATUS_STOPPED};
-use common::{build_image, containerd, guests_dir, remove_detached_fifos, unique_id};
+use common::{containerd, remove_detached_fifos, unique_id};
 
 const NS: &str = "wasm-restart";
 const IMAGE: &str = "docker.io/library/e2e-restart:latest";
@@ -15,18 +15,8 @@ const IMAGE: &str = "docker.io/library/e2e-restart:latest";
 /// Only one test at a time may take containerd down.
 static CONTAINERD_DOWN: Mutex<()> = Mutex::new(());
 
-fn image() -> &'static str {
-    static NAME: OnceLock<String> = OnceLock::new();
-    NAME.get_or_init(|| {
-        let work = tempfile::tempdir().unwrap().keep();
-        build_image(
-            NS,
-            &work,
-            IMAGE,
-            &guests_dir().join("probe.wasm"),
-            &["--entrypoint", "/probe.wasm"],
-        )
-    })
+fn image() -> String {
+    common::probe_image(NS, IMAGE)
 }
 
 fn alive(pid: i32) -> bool {
@@ -87,8 +77,8 @@ fn containerd_restart_keeps_tasks_and_reports_the_exits_meanwhile(
     let name = format!("{signal:?}").to_lowercase();
     let long = unique_id(&format!("long-{name}"));
     let short = unique_id(&format!("short-{name}"));
-    containerd().run_detached(NS, image(), &long, &["/probe.wasm", "sleep", "600"]);
-    containerd().run_detached(NS, image(), &short, &["/probe.wasm", "sleep", "600"]);
+    containerd().run_detached(NS, &image(), &long, &["/probe.wasm", "sleep", "600"]);
+    containerd().run_detached(NS, &image(), &short, &["/probe.wasm", "sleep", "600"]);
     let (long_pid, short_pid) = (task(&long).pid as i32, task(&short).pid as i32);
     assert!(alive(short_pid), "the second guest runs before the restart");
     restart_containerd(signal, || {

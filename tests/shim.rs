@@ -5,6 +5,8 @@
 #[path = "common/cgroups.rs"]
 #[allow(dead_code)]
 mod cgroups;
+#[path = "common/procfs.rs"]
+mod procfs;
 #[path = "common/shim_under_test.rs"]
 mod shim_under_test;
 

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod cgroups;
+pub mod procfs;
 pub mod tasks_api;
 
 use std::collections::HashSet;
@@ -816,6 +817,25 @@ pub fn build_image(
     name.to_string()
 }
 
+/// An image `name` whose entrypoint is the probe, imported into `namespace` (once per test
+/// binary).
+pub fn probe_image(namespace: &'static str, name: &'static str) -> String {
+    static BUILT: Mutex<Vec<(&str, &str)>> = Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if !built.contains(&(namespace, name)) {
+        let work = tempfile::tempdir().unwrap().keep();
+        build_image(
+            namespace,
+            &work,
+            name,
+            &guests_dir().join("probe.wasm"),
+            &["--entrypoint", "/probe.wasm"],
+        );
+        built.push((namespace, name));
+    }
+    name.to_string()
+}
+
 impl Containerd {
     /// The pid `ctr tasks ls` shows for a task (the guest process, as for runc the init).
     pub fn task_pid(&self, namespace: &str, id: &str) -> i32 {
@@ -877,22 +897,6 @@ impl Containerd {
         }
         panic!("no {text:?} from {id} in {}", log.display());
     }
-}
-
-/// CPU time a process has used, in clock ticks (utime + stime of /proc/<pid>/stat).
-pub fn cpu_ticks(pid: i32) -> u64 {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(") ")
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let field = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    field(11) + field(12)
 }
 
 /// The FIFOs `ctr run --detach` left for container `id` under /run/containerd/fifo.

@@ -345,26 +345,10 @@ pub fn runtime_options(toml: &str) -> MessageField<Any> {
     })
 }
 
-/// CPU time a process has used, in clock ticks (utime + stime of /proc/<pid>/stat).
-pub fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(") ")
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let field = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    field(11) + field(12)
-}
-
 /// Waits (up to 30 s) until process `pid` has used `ticks` of CPU: it is at work.
 pub async fn wait_for_cpu(pid: u32, ticks: u64) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while cpu_ticks(pid) < ticks {
+    while crate::procfs::cpu_ticks(pid as i32) < ticks {
         assert!(
             std::time::Instant::now() < deadline,
             "process {pid} never used {ticks} ticks of CPU"
