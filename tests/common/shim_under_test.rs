@@ -263,13 +263,36 @@ impl ShimUnderTest {
 }
 
 impl Drop for ShimUnderTest {
-    /// A failed test must not leave its shim behind (it ignores SIGTERM, as under containerd).
+    /// A failed test must not leave its shim behind (it ignores SIGTERM, as under containerd),
+    /// nor the guests of its containers: without containerd no `delete` would end them.
     fn drop(&mut self) {
         if self.shim.try_wait().ok().flatten().is_none() {
+            for guest in children_of(self.shim.id()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(guest as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
             let _ = self.shim.kill();
             let _ = self.shim.wait();
         }
     }
+}
+
+/// The processes whose parent is `pid`.
+fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|child| {
+            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+            stat.rsplit_once(") ")
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .is_some_and(|ppid| ppid == pid.to_string())
+        })
+        .collect()
 }
 
 /// The shape of what `ctr run` hands a shim (see shared/fixtures/oci-spec/ctr-run.json):
