@@ -23,6 +23,47 @@ use crate::cgroup::Cgroup;
 use crate::console::Console;
 use crate::error::{Error, Result};
 use crate::guest::GuestProcess;
+use crate::native::{NativeProcess, NativeRuntime};
+
+/// What runs a process: a wasm guest process of this shim, or runc (a native container).
+#[derive(Debug)]
+pub enum Runner {
+    Guest(GuestProcess),
+    Native(NativeProcess),
+}
+
+impl Runner {
+    pub fn pid(&self) -> i32 {
+        match self {
+            Runner::Guest(guest) => guest.pid,
+            Runner::Native(native) => native.pid,
+        }
+    }
+
+    /// Sends `signal` to the process itself, through its pidfd.
+    fn signal(&self, signal: i32) -> std::io::Result<()> {
+        match self {
+            Runner::Guest(guest) => guest.signal(signal),
+            Runner::Native(native) => native.signal(signal),
+        }
+    }
+
+    /// Releases the process (see `GuestProcess::start`; `runc start` for a native one).
+    fn start(&self, load_wait: std::time::Duration) -> Result<()> {
+        match self {
+            Runner::Guest(guest) => guest.start(load_wait),
+            Runner::Native(native) => native.start(),
+        }
+    }
+
+    /// A process that is never started: a guest exits at once; runc's init waits for the
+    /// kill that follows.
+    fn abandon(&self) {
+        if let Runner::Guest(guest) = self {
+            guest.abandon();
+        }
+    }
+}
 
 /// How a process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,7 +97,7 @@ enum State {
 pub struct Process {
     pub pid: i32,
     pub stdio: StdioPaths,
-    guest: GuestProcess,
+    runner: Runner,
     state: Mutex<State>,
     /// The shim's own write end of the stdin FIFO: while held, the guest does not see EOF
     /// just because the client has not opened its end yet. CloseIO drops it.
@@ -81,15 +122,15 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Process {
     pub fn new(
-        guest: GuestProcess,
+        runner: Runner,
         stdio: StdioPaths,
         stdin_hold: Option<File>,
         output_holds: Vec<OwnedFd>,
     ) -> Process {
         Process {
-            pid: guest.pid,
+            pid: runner.pid(),
             stdio,
-            guest,
+            runner,
             state: Mutex::new(State::Created),
             stdin_hold: Mutex::new(stdin_hold),
             _output_holds: output_holds,
@@ -182,7 +223,7 @@ impl Process {
     /// module to load, at most `load_wait`, then releases the guest: `Starting -> Running`. A
     /// module that cannot run fails with the reason (see `GuestProcess::start`).
     pub fn finish_start(&self, load_wait: std::time::Duration) -> Result<()> {
-        let started = self.guest.start(load_wait);
+        let started = self.runner.start(load_wait);
         *lock(&self.state) = if started.is_ok() {
             State::Running
         } else {
@@ -204,7 +245,7 @@ impl Process {
 
     /// A process deleted before it was started must never run: its guest exits.
     pub fn abandon(&self) {
-        self.guest.abandon();
+        self.runner.abandon();
     }
 
     /// Records the exit (first observation wins) and wakes every waiter.
@@ -240,7 +281,7 @@ impl Process {
             .ok()
             .filter(|s| *s == 0 || nix::sys::signal::Signal::try_from(*s).is_ok())
             .ok_or_else(|| Error::InvalidArgument(format!("invalid signal {signal}")))?;
-        match self.guest.signal(signal) {
+        match self.runner.signal(signal) {
             Ok(()) => Ok(()),
             // Exited, maybe not yet reaped: the exit is on its way.
             Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Err(finished(self.pid)),
@@ -270,6 +311,8 @@ pub struct Container {
     pub init: Arc<Process>,
     /// The container's cgroup (placement, limits, stats, freezer).
     pub cgroup: Arc<Cgroup>,
+    /// runc, for a native container (see `native`).
+    pub native: Option<NativeRuntime>,
 }
 
 impl Container {

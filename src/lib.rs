@@ -17,6 +17,7 @@ pub mod events;
 pub mod guest;
 pub mod logger;
 pub mod module;
+pub mod native;
 pub mod options;
 pub mod rootfs;
 pub mod service;

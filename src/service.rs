@@ -14,16 +14,18 @@ use containerd_shim::protos::protobuf::MessageField;
 use containerd_shim::ExitSignal;
 use log::{debug, info, warn};
 
+use crate::cgroup::is_systemd_path;
 use crate::cgroup::Cgroup;
-use crate::container::{Container, ExitInfo, Process, StdioPaths};
+use crate::container::{Container, ExitInfo, Process, Runner, StdioPaths};
 use crate::engine::cache::ModuleCache;
 use crate::engine::wasmer::engine_key;
 use crate::error::{Error, IoContext, Result};
 use crate::events::{timestamp, Events};
 use crate::guest::exit::ExitWatch;
 use crate::guest::{GuestFds, GuestProcess};
+use crate::native::{NativeRuntime, NativeStdio};
 use crate::options::RuntimeOptions;
-use crate::spec::{CacheUse, RunPlan};
+use crate::spec::{CacheUse, Plan, RunPlan};
 use crate::{console, module, rootfs, spec, stdio};
 
 /// The file in the bundle that records the init process's identity (pid and start time), so
@@ -41,6 +43,15 @@ const START_LOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// How long an exit waits for a terminal's output to drain before it is reported anyway.
 const OUTPUT_DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// What Create made: the init process, its cgroup, the watch on its exit, and runc for a
+/// native container.
+struct Created {
+    init: Arc<Process>,
+    cgroup: Cgroup,
+    exit: ExitWatch,
+    native: Option<NativeRuntime>,
+}
+
 /// An entry of the container map: reserved while its Create runs (invisible to every other
 /// request), then the container.
 enum Slot {
@@ -49,6 +60,8 @@ enum Slot {
 }
 
 pub struct Service {
+    /// containerd's namespace of this shim's containers.
+    namespace: String,
     /// Locked only to find, add or remove a container, never across a wait.
     containers: Mutex<HashMap<String, Slot>>,
     events: Events,
@@ -77,8 +90,9 @@ impl Drop for Reservation<'_> {
 }
 
 impl Service {
-    pub fn new(events: Events, exit: Arc<ExitSignal>) -> Service {
+    pub fn new(namespace: &str, events: Events, exit: Arc<ExitSignal>) -> Service {
         Service {
+            namespace: namespace.to_string(),
             containers: Mutex::new(HashMap::new()),
             events,
             exit,
@@ -149,7 +163,12 @@ impl Service {
             .create_in_rootfs(req, &spec, &bundle, &rootfs, &options)
             .await;
         debug!("create id={} took {:?}", req.id, started.elapsed());
-        let (init, cgroup, exit) = match created {
+        let Created {
+            init,
+            cgroup,
+            exit,
+            native,
+        } = match created {
             Ok(created) => created,
             Err(e) => {
                 if mounted {
@@ -167,6 +186,7 @@ impl Service {
             rootfs_mounted: mounted,
             init,
             cgroup: Arc::new(cgroup),
+            native,
         });
         // TaskCreate is queued before anything can queue this container's TaskExit.
         self.events.task_create(&req.id, &req.bundle, pid);
@@ -183,10 +203,31 @@ impl Service {
         bundle: &Path,
         rootfs: &Path,
         options: &RuntimeOptions,
-    ) -> Result<(Arc<Process>, Cgroup, ExitWatch)> {
-        let mut plan = spec::plan(&req.id, spec, rootfs)?;
+    ) -> Result<Created> {
         let linux = spec.linux().as_ref();
-        let cgroup = Cgroup::new(linux.and_then(|l| l.cgroups_path().as_deref()), &req.id)?;
+        let cgroups_path = linux.and_then(|l| l.cgroups_path().as_deref());
+        let cgroup = Cgroup::new(cgroups_path, &req.id)?;
+        let stdio = StdioPaths {
+            stdin: req.stdin.clone(),
+            stdout: req.stdout.clone(),
+            stderr: req.stderr.clone(),
+            terminal: req.terminal,
+        };
+        let mut plan = match spec::plan(&req.id, spec, rootfs)? {
+            Plan::Wasm(plan) => plan,
+            Plan::Native { entrypoint } => {
+                info!(
+                    "create id={} entrypoint={} is a native executable: it runs under runc",
+                    req.id,
+                    entrypoint.display()
+                );
+                let systemd = cgroups_path.is_some_and(|p| is_systemd_path(&p.to_string_lossy()));
+                let runtime = NativeRuntime::new(&self.namespace, bundle, systemd)?;
+                return self
+                    .create_native(req, bundle, runtime, cgroup, stdio)
+                    .await;
+            }
+        };
         let resources = linux.and_then(|l| l.resources().as_ref());
         if !cgroup.enforces_device_rules() {
             drop_denied_devices(&mut plan, resources);
@@ -207,12 +248,6 @@ impl Service {
             store: handoff.artifact_out.is_some(),
         };
         let log = open_log(bundle)?;
-        let stdio = StdioPaths {
-            stdin: req.stdin.clone(),
-            stdout: req.stdout.clone(),
-            stderr: req.stderr.clone(),
-            terminal: req.terminal,
-        };
         let guest_stdio = open_stdio(req).await?;
         let fds = GuestFds {
             stdin: guest_stdio.stdin,
@@ -225,9 +260,9 @@ impl Service {
             terminal: req.terminal,
         };
         let exit = ExitWatch::subscribe().await?;
-        let (guest, cgroup) = spawn_guest(plan, fds, bundle, placement).await?;
+        let (guest, cgroup) = spawn_guest(*plan, fds, bundle, placement).await?;
         let mut process = Process::new(
-            guest,
+            Runner::Guest(guest),
             stdio,
             guest_stdio.stdin_hold,
             guest_stdio.output_holds,
@@ -235,7 +270,53 @@ impl Service {
         if let Some((console, output_done)) = guest_stdio.console {
             process = process.with_console(console, output_done);
         }
-        Ok((Arc::new(process), cgroup, exit))
+        Ok(Created {
+            init: Arc::new(process),
+            cgroup,
+            exit,
+            native: None,
+        })
+    }
+
+    /// A native container: `runc create` with the container's stdio (runc confines it and
+    /// places it in its cgroup itself).
+    async fn create_native(
+        &self,
+        req: &CreateTaskRequest,
+        bundle: &Path,
+        runtime: NativeRuntime,
+        cgroup: Cgroup,
+        stdio: StdioPaths,
+    ) -> Result<Created> {
+        if req.terminal {
+            return Err(Error::Unimplemented(
+                "a terminal for a native container is not supported by the wasm shim yet".into(),
+            ));
+        }
+        let opened = open_stdio(req).await?;
+        let native_stdio = NativeStdio {
+            stdin: opened.stdin,
+            stdout: opened.stdout,
+            stderr: opened.stderr,
+        };
+        let exit = ExitWatch::subscribe().await?;
+        let (id, creating) = (req.id.clone(), runtime.clone());
+        let native = tokio::task::spawn_blocking(move || creating.create(&id, native_stdio))
+            .await
+            .map_err(|e| Error::Internal(format!("runc create task failed: {e}")))??;
+        write_identity_file(bundle, native.pid);
+        let process = Process::new(
+            Runner::Native(native),
+            stdio,
+            opened.stdin_hold,
+            opened.output_holds,
+        );
+        Ok(Created {
+            init: Arc::new(process),
+            cgroup,
+            exit,
+            native: Some(runtime),
+        })
     }
 
     /// Watches one process until it exits, on a task of its own (so exits and terminal
@@ -305,6 +386,10 @@ impl Service {
             for process in container.processes() {
                 let _ = process.kill(signal);
             }
+            if let Some(runtime) = &container.native {
+                let (runtime, id) = (runtime.clone(), id.to_string());
+                let _ = blocking(move || runtime.kill_all(&id, signal)).await;
+            }
         } else {
             container.process(exec_id)?.kill(signal)?;
         }
@@ -312,7 +397,7 @@ impl Service {
         // paused container after SIGKILL, as runc does, so Kill ends it. Other signals wait
         // for Resume.
         if container.init.is_paused() && signal == libc::SIGKILL as u32 {
-            thaw(&container.cgroup).await?;
+            freeze(&container, false).await?;
         }
         Ok(())
     }
@@ -349,6 +434,12 @@ impl Service {
             status: EXIT_KILLED,
             at: SystemTime::now(),
         });
+        if let Some(runtime) = &container.native {
+            let (runtime, native_id) = (runtime.clone(), id.to_string());
+            if let Err(e) = blocking(move || runtime.delete(&native_id)).await {
+                warn!("delete id={id}: {e}");
+            }
+        }
         if container.rootfs_mounted {
             if let Err(e) = rootfs::unmount(&container.rootfs) {
                 warn!("delete id={id}: {e}");
@@ -384,7 +475,17 @@ impl Service {
     }
 
     pub async fn pids(&self, id: &str) -> Result<Vec<u32>> {
-        Ok(self.container(id)?.pids())
+        let container = self.container(id)?;
+        match &container.native {
+            // runc knows every process of a native container (a sidecar may fork).
+            Some(runtime) => {
+                let (runtime, id) = (runtime.clone(), id.to_string());
+                Ok(tokio::task::spawn_blocking(move || runtime.pids(&id))
+                    .await
+                    .unwrap_or_default())
+            }
+            None => Ok(container.pids()),
+        }
     }
 
     pub async fn close_io(&self, id: &str, exec_id: &str) -> Result<()> {
@@ -411,8 +512,7 @@ impl Service {
                 "container {id} is not running, so it cannot be paused"
             )));
         }
-        let cgroup = container.cgroup.clone();
-        blocking(move || cgroup.freeze()).await?;
+        freeze(&container, true).await?;
         container.init.set_paused()?;
         info!("pause id={id}");
         self.events.task_paused(id);
@@ -427,7 +527,7 @@ impl Service {
                 "container {id} is not paused"
             )));
         }
-        thaw(&container.cgroup).await?;
+        freeze(&container, false).await?;
         container.init.set_resumed()?;
         info!("resume id={id}");
         self.events.task_resumed(id);
@@ -448,8 +548,16 @@ impl Service {
                 "container {id} has exited; there is nothing to update"
             )));
         }
-        let cgroup = container.cgroup.clone();
-        blocking(move || cgroup.apply(resources)).await?;
+        match &container.native {
+            Some(runtime) => {
+                let (runtime, id) = (runtime.clone(), id.to_string());
+                blocking(move || runtime.update(&id, &resources)).await?;
+            }
+            None => {
+                let cgroup = container.cgroup.clone();
+                blocking(move || cgroup.apply(resources)).await?;
+            }
+        }
         info!("update id={id}");
         Ok(())
     }
@@ -506,9 +614,26 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| Error::Internal(format!("cgroup task failed: {e}")))?
 }
 
-async fn thaw(cgroup: &Arc<Cgroup>) -> Result<()> {
-    let cgroup = cgroup.clone();
-    blocking(move || cgroup.thaw()).await
+/// Freezes or thaws the container: its cgroup's freezer, or runc's pause and resume for a
+/// native container (so runc's own state agrees).
+async fn freeze(container: &Arc<Container>, frozen: bool) -> Result<()> {
+    match &container.native {
+        Some(runtime) => {
+            let (runtime, id) = (runtime.clone(), container.id.clone());
+            blocking(move || runtime.freeze(&id, frozen)).await
+        }
+        None => {
+            let cgroup = container.cgroup.clone();
+            blocking(move || {
+                if frozen {
+                    cgroup.freeze()
+                } else {
+                    cgroup.thaw()
+                }
+            })
+            .await
+        }
+    }
 }
 
 /// The guest's stdio: plain descriptors, or a terminal the shim copies through.
@@ -640,7 +765,7 @@ async fn spawn_guest(
     .map_err(|e| Error::Internal(format!("guest spawn task failed: {e}")))?;
     match spawned {
         Ok(guest) => {
-            write_pid_file(bundle, guest.pid);
+            write_identity_file(bundle, guest.pid);
             Ok((guest, cgroup))
         }
         Err(e) => {
@@ -696,7 +821,7 @@ fn open_log(bundle: &Path) -> Result<std::os::fd::OwnedFd> {
 
 /// Records the guest's identity in the bundle: its pid and the start time the kernel gives
 /// it (`/proc/<pid>/stat`), which together no other process can share.
-fn write_pid_file(bundle: &Path, pid: i32) {
+fn write_identity_file(bundle: &Path, pid: i32) {
     let identity = match crate::guest::identity::start_time(pid) {
         Some(start) => format!("{pid} {start}"),
         None => pid.to_string(),

@@ -16,6 +16,7 @@ use crate::cgroup::Cgroup;
 use crate::events::{timestamp, Events};
 use crate::guest::{identity, spawn};
 use crate::logger::LineLogger;
+use crate::native::NativeRuntime;
 use crate::service::{remove_cgroup_when_empty, Service, EXIT_KILLED, IDENTITY_FILE};
 use crate::task::TaskService;
 use crate::{rootfs, spec};
@@ -77,6 +78,14 @@ impl Shim for WasmShim {
     /// rootfs, and report the task as killed (137), as runc's shim does.
     async fn delete_shim(&mut self) -> containerd_shim::Result<DeleteResponse> {
         let pid = kill_leftover_guest(&self.bundle, &self.id);
+        // A native container's runc state: `runc delete --force` ends what is left of it.
+        if crate::native::has_state(&self.namespace, &self.id) {
+            let deleted = NativeRuntime::new(&self.namespace, &self.bundle, false)
+                .and_then(|runc| runc.delete(&self.id));
+            if let Err(e) = deleted {
+                warn!("delete: {e}");
+            }
+        }
         let spec = spec::load_spec(&self.bundle).ok();
         if let Some(root) = spec
             .as_ref()
@@ -110,7 +119,7 @@ impl Shim for WasmShim {
     async fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
         // Events go through a publisher of this shim's own (see `events`), to the same socket.
         let events = Events::spawn(publisher.address.clone(), self.namespace.clone());
-        let service = Arc::new(Service::new(events, self.exit.clone()));
+        let service = Arc::new(Service::new(&self.namespace, events, self.exit.clone()));
         TaskService::new(service)
     }
 }

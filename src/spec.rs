@@ -124,8 +124,23 @@ pub fn rootfs_path(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
     Ok(bundle.join(root.path()))
 }
 
+/// How a container runs: a wasm module in a guest process of this shim, or a native program
+/// (an ELF entrypoint: a pod's pause sandbox, a sidecar) under runc (see `native`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    Wasm(Box<RunPlan>),
+    Native { entrypoint: PathBuf },
+}
+
+/// The entrypoint `process.args[0]` resolved to, by what the file is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entrypoint {
+    Wasm(PathBuf),
+    Native(PathBuf),
+}
+
 /// Builds the plan for the container's init process from its spec.
-pub fn plan(id: &str, spec: &Spec, rootfs: &Path) -> Result<RunPlan> {
+pub fn plan(id: &str, spec: &Spec, rootfs: &Path) -> Result<Plan> {
     let process = spec
         .process()
         .as_ref()
@@ -139,7 +154,35 @@ pub fn plan(id: &str, spec: &Spec, rootfs: &Path) -> Result<RunPlan> {
             cwd.display()
         )));
     }
-    let module = resolve_entrypoint(rootfs, &args, &env, &cwd)?;
+    let module = match resolve_entrypoint(rootfs, &args, &env, &cwd)? {
+        Entrypoint::Wasm(module) => module,
+        Entrypoint::Native(entrypoint) => return Ok(Plan::Native { entrypoint }),
+    };
+    let invocation = Invocation {
+        module,
+        args,
+        env,
+        cwd,
+    };
+    wasm_plan(id, spec, rootfs, invocation).map(|p| Plan::Wasm(Box::new(p)))
+}
+
+/// What a wasm guest runs: the module (a path in the container), argv, env and cwd.
+struct Invocation {
+    module: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    cwd: PathBuf,
+}
+
+/// The plan for a wasm module, with the confinement and mounts the spec gives.
+fn wasm_plan(id: &str, spec: &Spec, rootfs: &Path, invocation: Invocation) -> Result<RunPlan> {
+    let Invocation {
+        module,
+        args,
+        env,
+        cwd,
+    } = invocation;
     let readonly_root = spec
         .root()
         .as_ref()
@@ -195,17 +238,18 @@ pub fn parse_env(env: &[String]) -> Result<Vec<(String, String)>> {
         .collect()
 }
 
-/// Resolves `process.args[0]` inside the container as runc does, and checks it is a wasm module.
+/// Resolves `process.args[0]` inside the container as runc does, and tells a wasm module from
+/// a native (ELF) program.
 ///
 /// An absolute path is taken from the container root, a relative path with a `/` from
-/// `process.cwd`, and a bare name is looked up on the spec's PATH. Returns the module's path
-/// inside the container with symlinks resolved.
+/// `process.cwd`, and a bare name is looked up on the spec's PATH. Returns the entrypoint's
+/// path inside the container with symlinks resolved.
 pub fn resolve_entrypoint(
     rootfs: &Path,
     args: &[String],
     env: &[(String, String)],
     cwd: &Path,
-) -> Result<PathBuf> {
+) -> Result<Entrypoint> {
     let entry = args.first().filter(|a| !a.is_empty()).ok_or_else(|| {
         Error::InvalidArgument(
             "process.args is empty: the first argument must name the .wasm module to run".into(),
@@ -275,7 +319,7 @@ impl EntryError {
             EntryError::Missing => "does not exist in the container's root filesystem".to_string(),
             EntryError::NotAFile => "is not a regular file".to_string(),
             EntryError::NotWasm(kind) => format!(
-                "is not a WebAssembly module ({kind}); the wasm runtime runs only .wasm modules, use runc for native images"
+                "is neither a WebAssembly module nor a native executable ({kind}); give the .wasm module (or an ELF program) as process.args[0]"
             ),
             EntryError::Unreadable(e) => format!("cannot be read: {e}"),
         };
@@ -284,7 +328,7 @@ impl EntryError {
 }
 
 /// Checks one candidate: resolves it inside the root and reads its magic number.
-fn check_module(rootfs: &Path, candidate: &Path) -> Result<PathBuf, EntryError> {
+fn check_module(rootfs: &Path, candidate: &Path) -> Result<Entrypoint, EntryError> {
     let resolved = rootfs::resolve(rootfs, candidate).map_err(EntryError::Unreadable)?;
     let host = rootfs::host_path(rootfs, &resolved);
     let meta = match std::fs::symlink_metadata(&host) {
@@ -297,11 +341,15 @@ fn check_module(rootfs: &Path, candidate: &Path) -> Result<PathBuf, EntryError> 
     }
     let mut magic = [0u8; 4];
     let n = read_prefix(&host, &mut magic).map_err(EntryError::Unreadable)?;
-    match classify(&magic[..n]) {
-        None => Ok(resolved),
-        Some(kind) => Err(EntryError::NotWasm(kind)),
+    match &magic[..n] {
+        p if p == WASM_MAGIC => Ok(Entrypoint::Wasm(resolved)),
+        ELF_MAGIC => Ok(Entrypoint::Native(resolved)),
+        other => Err(EntryError::NotWasm(classify(other))),
     }
 }
+
+/// The first bytes of an ELF executable.
+const ELF_MAGIC: &[u8] = &[0x7f, b'E', b'L', b'F'];
 
 fn read_prefix(path: &Path, buf: &mut [u8]) -> std::io::Result<usize> {
     use std::io::Read;
@@ -316,15 +364,13 @@ fn read_prefix(path: &Path, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(filled)
 }
 
-/// `None` for a wasm module, else a short description of what the file is instead.
-fn classify(prefix: &[u8]) -> Option<&'static str> {
+/// What a file that is neither wasm nor ELF is, in a few words.
+fn classify(prefix: &[u8]) -> &'static str {
     match prefix {
-        p if p == WASM_MAGIC => None,
-        [0x7f, b'E', b'L', b'F'] => Some("it is an ELF executable"),
-        [b'#', b'!', ..] => Some("it is a script"),
-        [] => Some("it is empty"),
-        p if p.iter().all(|b| b.is_ascii()) => Some("it is a text file"),
-        _ => Some("unknown file type"),
+        [b'#', b'!', ..] => "it is a script",
+        [] => "it is empty",
+        p if p.iter().all(|b| b.is_ascii()) => "it is a text file",
+        _ => "unknown file type",
     }
 }
 
@@ -445,11 +491,15 @@ mod tests {
         vec![("PATH".into(), path.into())]
     }
 
+    /// The module's path, for an entrypoint that must be wasm.
     fn resolve(root: &Path, entry: &str, cwd: &str) -> Result<PathBuf> {
-        resolve_entrypoint(root, &args(entry), &env("/bin:/usr/bin"), Path::new(cwd))
+        match resolve_entrypoint(root, &args(entry), &env("/bin:/usr/bin"), Path::new(cwd))? {
+            Entrypoint::Wasm(path) => Ok(path),
+            Entrypoint::Native(path) => panic!("{} resolved as native", path.display()),
+        }
     }
 
-    fn message(r: Result<PathBuf>) -> String {
+    fn message<T: std::fmt::Debug>(r: Result<T>) -> String {
         r.expect_err("expected an error").to_string()
     }
 
@@ -490,11 +540,6 @@ mod tests {
         );
         let directory = message(resolve(root, "/app", "/"));
         assert!(directory.contains("not a regular file"), "{directory}");
-        let elf = message(resolve(root, "/bin/native", "/"));
-        assert!(
-            elf.contains("ELF") && elf.contains("not a WebAssembly module"),
-            "{elf}"
-        );
         let text = message(resolve(root, "/notes.txt", "/"));
         assert!(text.contains("text file"), "{text}");
         let empty = message(resolve(root, "/empty.wasm", "/"));
@@ -506,6 +551,14 @@ mod tests {
         );
         let none = message(resolve_entrypoint(root, &[], &[], Path::new("/")));
         assert!(none.contains("process.args is empty"), "{none}");
+    }
+
+    #[test]
+    fn an_elf_entrypoint_is_native() {
+        let dir = rootfs();
+        let resolved =
+            resolve_entrypoint(dir.path(), &args("native"), &env("/bin"), Path::new("/")).unwrap();
+        assert_eq!(resolved, Entrypoint::Native(PathBuf::from("/bin/native")));
     }
 
     #[test]
@@ -551,10 +604,18 @@ mod tests {
         serde_json::from_str(&json).unwrap()
     }
 
+    /// The plan of a wasm container.
+    fn wasm(plan: Result<Plan>) -> Result<RunPlan> {
+        plan.map(|p| match p {
+            Plan::Wasm(plan) => *plan,
+            Plan::Native { entrypoint } => panic!("{} is native", entrypoint.display()),
+        })
+    }
+
     #[test]
     fn the_plan_carries_argv_env_cwd_and_mounts_from_the_spec() {
         let dir = rootfs();
-        let plan = plan("c1", &spec_json(""), dir.path()).unwrap();
+        let plan = wasm(plan("c1", &spec_json(""), dir.path())).unwrap();
         assert_eq!(plan.args, vec!["/app/app.wasm", "a b", "--flag"]);
         assert_eq!(plan.env[1], ("K".to_string(), "V=W".to_string()));
         assert_eq!(plan.cwd, Path::new("/app"));
@@ -596,10 +657,10 @@ mod tests {
     fn unsupported_or_escaping_mounts_are_refused() {
         let dir = rootfs();
         let nfs = r#",{"destination":"/n","type":"nfs","source":"x"}"#;
-        let err = plan("c", &spec_json(nfs), dir.path()).unwrap_err();
+        let err = wasm(plan("c", &spec_json(nfs), dir.path())).unwrap_err();
         assert!(err.to_string().contains("\"nfs\""), "{err}");
         let up = r#",{"destination":"/a/../../x","type":"bind","source":"/tmp"}"#;
-        let err = plan("c", &spec_json(up), dir.path()).unwrap_err();
+        let err = wasm(plan("c", &spec_json(up), dir.path())).unwrap_err();
         assert!(err.to_string().contains("'..'"), "{err}");
     }
 }

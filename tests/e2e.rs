@@ -47,11 +47,14 @@ fn probe_image() -> &'static str {
             "{}:/probe-c.wasm",
             guests_dir().join("probe-c.wasm").display()
         );
+        let sleeper = format!("{}:/sleeper", guests_dir().join("sleeper").display());
         let extra = [
             "--entrypoint",
             "/probe.wasm",
             "--add",
             &c_probe,
+            "--add",
+            &sleeper,
             "--add",
             &bin,
             "--add",
@@ -163,7 +166,6 @@ fn bad_entrypoints_fail_with_the_path_and_the_reason() {
     let cases = [
         ("/missing.wasm", "does not exist"),
         ("/data", "not a regular file"),
-        ("/native", "ELF"),
         ("/notes.txt", "text file"),
         ("nowhere.wasm", "PATH"),
     ];
@@ -175,6 +177,34 @@ fn bad_entrypoints_fail_with_the_path_and_the_reason() {
         assert!(err.contains(entry) && err.contains(why), "{entry}: {r}");
         assert!(!err.contains("/var/tmp"), "host path shown: {r}");
     }
+}
+
+#[test]
+fn an_elf_entrypoint_runs_natively_under_runc() {
+    // A static program: it runs under runc, confined as any runc container, and says so.
+    let id = unique_id("native");
+    let r = run(opts(&id, &["/sleeper", "0"]));
+    r.assert_code(0);
+    containerd().wait_for_log("is a native executable: it runs under runc", &id);
+    // A dynamically linked one whose loader the image lacks fails as under runc: runc's
+    // init reports the failed exec on the container's stderr and exits 1.
+    let id = unique_id("native-broken");
+    let r = run(opts(&id, &["/native"]));
+    r.assert_code(1);
+    assert_eq!(
+        r.stderr_str(),
+        "exec /native: no such file or directory\n",
+        "{r}"
+    );
+    let id = unique_id("native-runc");
+    let mut o = opts(&id, &["/native"]);
+    o.runtime = "io.containerd.runc.v2".into();
+    let runc = run(o);
+    assert_eq!(
+        (runc.code, runc.stderr_str()),
+        (r.code, r.stderr_str()),
+        "the same as runc's own shim"
+    );
 }
 
 #[test]

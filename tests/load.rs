@@ -120,8 +120,10 @@ fn churn_through_one_shim_leaves_nothing_behind() {
         format!("io.kubernetes.cri.sandbox-id={sandbox}"),
     ];
     let anchor = unique_id("anchor");
-    let mut anchor_run =
-        containerd().spawn_run(opts(&anchor, &["/probe.wasm", "sleep", "3600"], &grouping));
+    let mut anchor_opts = opts(&anchor, &["/probe.wasm", "sleep", "3600"], &grouping);
+    // It runs as long as the whole churn.
+    anchor_opts.timeout = Some(Duration::from_secs(3600));
+    let mut anchor_run = containerd().spawn_run(anchor_opts);
     assert!(
         anchor_run.wait_running(Duration::from_secs(60)),
         "the anchor never ran"

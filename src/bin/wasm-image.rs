@@ -22,6 +22,7 @@ const INDEX_MEDIA_TYPE: &str = "application/vnd.oci.image.index.v1+json";
 const IMAGE_NAME_ANNOTATION: &str = "io.containerd.image.name";
 const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
 const WASM_MAGIC: &[u8] = b"\0asm";
+const ELF_MAGIC: &[u8] = b"\x7fELF";
 
 fn help_text() -> String {
     let host = Platform::host();
@@ -63,6 +64,9 @@ BUILD OPTIONS:
                               Add a device node at PATH (TYPE c for a character device, b
                               for a block device), mode 0666, as a hostile or careless image
                               may carry one; e.g. /dev-null:c:1:3. Repeatable.
+        --native              The module is a native executable of this host (an ELF), packed
+                              as it is, for the native containers of a wasm pod: a pause
+                              sandbox, a sidecar. Needs --entrypoint.
         --platform OS/ARCH[/VARIANT]
                               The image's platform. Default: this host's, {host},
                               which a plain `ctr images import` accepts. wasi/wasm is
@@ -214,6 +218,8 @@ struct BuildOptions {
     symlinks: Vec<SymlinkSpec>,
     devices: Vec<DeviceSpec>,
     platform: Platform,
+    /// The module is a native executable (see `--native`).
+    native: bool,
 }
 
 #[derive(Debug)]
@@ -256,6 +262,7 @@ struct RawBuild {
     symlinks: Vec<String>,
     devices: Vec<String>,
     platform: Option<String>,
+    native: bool,
 }
 
 fn parse_args(args: &[String]) -> Result<Command, Error> {
@@ -302,6 +309,10 @@ fn parse_build(args: &[String]) -> Result<Command, Error> {
             return Err(usage(format!(
                 "unexpected argument `{arg}`; pass module arguments with --arg"
             )));
+        }
+        if arg == "--native" {
+            raw.native = true;
+            continue;
         }
         // Both `--flag VALUE` and `--flag=VALUE`.
         let (flag, inline) = match arg.split_once('=') {
@@ -352,6 +363,11 @@ fn validate_build(raw: RawBuild) -> Result<BuildOptions, Error> {
     let name = validate_name(required(raw.name, "--name REF")?)?;
     let entrypoint = match raw.entrypoint {
         Some(path) => non_root_image_path(&path, "--entrypoint")?,
+        None if raw.native => {
+            return Err(usage(
+                "--native needs --entrypoint PATH: a native program has no .wasm name to derive it from",
+            ))
+        }
         None => default_entrypoint(&module)?,
     };
     let workdir = raw.workdir.map(|dir| validate_workdir(&dir)).transpose()?;
@@ -389,6 +405,7 @@ fn validate_build(raw: RawBuild) -> Result<BuildOptions, Error> {
         symlinks,
         devices,
         platform,
+        native: raw.native,
     })
 }
 
@@ -530,8 +547,18 @@ fn non_root_image_path(raw: &str, what: &str) -> Result<String, Error> {
 // ---------------------------------------------------------------------------------------------
 // The module
 
-fn load_module(path: &Path) -> Result<Vec<u8>, Error> {
+fn load_module(path: &Path, native: bool) -> Result<Vec<u8>, Error> {
     let bytes = fs::read(path).map_err(io_err("cannot read module", path))?;
+    if native {
+        return if bytes.starts_with(ELF_MAGIC) {
+            Ok(bytes)
+        } else {
+            Err(Error::Invalid(format!(
+                "{} is not an ELF executable, which --native packs",
+                path.display()
+            )))
+        };
+    }
     if bytes.starts_with(WASM_MAGIC) {
         return Ok(bytes);
     }
@@ -1015,7 +1042,7 @@ struct Image {
 }
 
 fn build_image(opts: &BuildOptions) -> Result<Image, Error> {
-    let module = load_module(&opts.module)?;
+    let module = load_module(&opts.module, opts.native)?;
     let layer = build_layer(opts, module)?.to_tar()?;
     let layer_desc = Descriptor::of(LAYER_MEDIA_TYPE, &layer);
     let config = image_config(opts, &layer_desc);

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod cgroups;
+pub mod cri;
 pub mod procfs;
 pub mod tasks_api;
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A private containerd for the demo and the end-to-end tests.
 #
-#   containerd.sh install                 containerd, ctr, runc and libseccomp-dev from apt, if missing
+#   containerd.sh install                 containerd, ctr, runc, libseccomp-dev and protoc from apt, if missing
 #   containerd.sh start DIR SHIM_BINARY   run a containerd whose every path is under DIR
 #   containerd.sh stop DIR                kill its tasks, itself, its shims; unmount what is left
 #   containerd.sh ctr DIR ARGS...         ctr against that containerd
@@ -78,6 +78,8 @@ cmd_install() {
     [[ -e /usr/include/seccomp.h ]] || missing+=(libseccomp-dev)
     # nsenter (util-linux) is in the base system; pkg-config finds libseccomp for the build.
     command -v pkg-config >/dev/null || missing+=(pkg-config)
+    # protoc: the CRI tests' client (the k8s-cri crate) compiles Kubernetes' CRI protos.
+    command -v protoc >/dev/null || missing+=(protobuf-compiler)
     ((${#missing[@]} == 0)) && return 0
     [[ $(id -u) == 0 ]] || die "must run as root to install ${missing[*]}"
     log "installing ${missing[*]} from apt"

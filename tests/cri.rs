@@ -1,0 +1,351 @@
+//! Kubernetes through CRI: a kubelet-like client drives containerd's CRI (runtime.v1) over its
+//! socket with the runtime handler `wasm`, as kubelet does for a pod whose RuntimeClass is
+//! `wasm`. The pod sandbox is a pause image built here (a native program, run by runc through
+//! the shim), the apps are wasm images; all imported into containerd's `k8s.io` namespace.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::cri::{log_file, log_lines, Cri, Pod};
+use common::{build_image, containerd, guests_dir, parent_pid, proc_status};
+use k8s_cri::v1::ContainerState;
+
+/// The namespace containerd's CRI keeps its images and containers in.
+const K8S: &str = "k8s.io";
+/// containerd's `sandbox_image` in the tests' configuration (tests/harness/containerd.sh).
+const PAUSE: &str = "registry.k8s.io/pause:3.6";
+const PROBE: &str = "docker.io/library/cri-probe:latest";
+const SIDECAR: &str = "docker.io/library/cri-sidecar:latest";
+
+fn work_dir() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().unwrap()).path()
+}
+
+/// The pause, probe and sidecar images, imported once.
+fn images() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let native = |name: &str, program: &str| {
+            build_image(
+                K8S,
+                work_dir(),
+                name,
+                &guests_dir().join(program),
+                &["--native", "--entrypoint", &format!("/{program}")],
+            )
+        };
+        native(PAUSE, "pause");
+        native(SIDECAR, "sleeper");
+        build_image(
+            K8S,
+            work_dir(),
+            PROBE,
+            &guests_dir().join("probe.wasm"),
+            &["--entrypoint", "/probe.wasm"],
+        );
+    });
+}
+
+/// A CRI client, one per test (each has its own runtime).
+fn cri() -> Cri {
+    images();
+    Cri::connect(&containerd().socket)
+}
+
+/// A pod of its own for one test, with a log directory.
+fn pod(cri: &mut Cri, name: &str) -> (Pod, PathBuf) {
+    let logs = work_dir().join(format!("logs-{name}"));
+    std::fs::create_dir_all(&logs).unwrap();
+    let pod = cri.run_pod(name, &logs).unwrap();
+    (pod, logs)
+}
+
+/// Everything of the pod, gone: the containers and sandbox (stop, remove), then no process,
+/// mount or cgroup of theirs is left.
+fn remove_pod(cri: &mut Cri, pod: &Pod, containers: &[&str]) {
+    for id in containers {
+        cri.stop_container(id, 0).unwrap();
+        cri.remove_container(id).unwrap();
+    }
+    cri.stop_pod(pod).unwrap();
+    cri.remove_pod(pod).unwrap();
+    let mut ids: Vec<&str> = containers.to_vec();
+    ids.push(&pod.id);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left: Vec<String> = ids.iter().flat_map(|id| leftovers(id)).collect();
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the pod left behind:\n  {}",
+            left.join("\n  ")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Processes, mounts and cgroups that still name container `id`.
+fn leftovers(id: &str) -> Vec<String> {
+    let mut left = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let zombie = std::fs::read_to_string(entry.path().join("stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(") ").map(|(_, r)| r.starts_with('Z')))
+            .unwrap_or(true);
+        let argv: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if !zombie && argv.iter().any(|a| a == id) {
+            left.push(format!("process {pid}: {}", argv.join(" ")));
+        }
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for line in mounts.lines().filter(|l| l.contains(id)) {
+        left.push(format!("mount: {line}"));
+    }
+    let path = format!("/{K8S}/{id}");
+    for controller in ["memory", "pids", "cpu", "freezer", ""] {
+        let dir = common::cgroups::dir(controller, &path);
+        if dir.exists() && (controller.is_empty() == common::cgroups::is_v2()) {
+            left.push(format!("cgroup: {}", dir.display()));
+        }
+    }
+    left
+}
+
+/// The pid of a running container, from CRI's verbose status.
+fn container_pid(cri: &mut Cri, id: &str) -> i32 {
+    let info = cri.container_info(id).unwrap();
+    info["pid"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no pid for {id}: {info}")) as i32
+}
+
+fn run_to_exit(
+    cri: &mut Cri,
+    pod: &Pod,
+    name: &str,
+    args: &[&str],
+) -> (String, k8s_cri::v1::ContainerStatus) {
+    let id = cri.create_container(pod, name, 0, PROBE, args).unwrap();
+    cri.start_container(&id).unwrap();
+    let status = cri.wait_exited(&id, Duration::from_secs(60));
+    (id, status)
+}
+
+#[test]
+fn a_one_container_pod_logs_in_cri_format_and_completes() {
+    let mut cri = cri();
+    let (pod, logs) = pod(&mut cri, "one");
+    let (id, status) = run_to_exit(&mut cri, &pod, "hello", &["args", "from a pod"]);
+    assert_eq!((status.exit_code, status.reason.as_str()), (0, "Completed"));
+    assert_eq!(
+        log_lines(&logs.join(log_file("hello", 0))),
+        [
+            ("stdout".to_string(), "/probe.wasm".to_string()),
+            ("stdout".to_string(), "args".to_string()),
+            ("stdout".to_string(), "from a pod".to_string()),
+        ]
+    );
+    remove_pod(&mut cri, &pod, &[&id]);
+}
+
+#[test]
+fn a_failing_container_reports_its_exit_code_and_error() {
+    let mut cri = cri();
+    let (pod, _) = pod(&mut cri, "fails");
+    let (id, status) = run_to_exit(&mut cri, &pod, "three", &["exit", "3"]);
+    assert_eq!((status.exit_code, status.reason.as_str()), (3, "Error"));
+    remove_pod(&mut cri, &pod, &[&id]);
+}
+
+#[test]
+fn stop_with_a_grace_period_ends_a_container_by_sigterm_at_once() {
+    let mut cri = cri();
+    let (pod, _) = pod(&mut cri, "stop");
+    let id = cri
+        .create_container(&pod, "sleeper", 0, PROBE, &["sleep", "600"])
+        .unwrap();
+    cri.start_container(&id).unwrap();
+    let asked = Instant::now();
+    cri.stop_container(&id, 30).unwrap();
+    let took = asked.elapsed();
+    let status = cri.container_status(&id).unwrap();
+    assert_eq!(status.state, ContainerState::ContainerExited as i32);
+    assert_eq!((status.exit_code, status.reason.as_str()), (143, "Error"));
+    assert!(took < Duration::from_secs(5), "StopContainer took {took:?}");
+    remove_pod(&mut cri, &pod, &[&id]);
+}
+
+#[test]
+fn a_pods_containers_share_one_shim_and_its_namespaces() {
+    let mut cri = cri();
+    let (pod, _) = pod(&mut cri, "two");
+    let mut ids = Vec::new();
+    for name in ["first", "second"] {
+        let id = cri
+            .create_container(&pod, name, 0, PROBE, &["sleep", "600"])
+            .unwrap();
+        cri.start_container(&id).unwrap();
+        ids.push(id);
+    }
+    let pids: Vec<i32> = ids.iter().map(|id| container_pid(&mut cri, id)).collect();
+    let sandbox_pid = cri.pod_info(&pod).unwrap()["pid"].as_i64().unwrap() as i32;
+    let shims: Vec<i32> = pids.iter().map(|pid| parent_pid(*pid)).collect();
+    assert_eq!(shims[0], shims[1], "one shim for the pod");
+    let argv = std::fs::read(format!("/proc/{}/cmdline", shims[0])).unwrap();
+    assert!(
+        String::from_utf8_lossy(&argv).contains("containerd-shim-wasm-v1"),
+        "the pod's shim is this one"
+    );
+    assert_eq!(
+        parent_pid(sandbox_pid),
+        shims[0],
+        "the pause process is the shim's too"
+    );
+    let shim_count = count_processes(|argv| {
+        argv.first()
+            .is_some_and(|a| a.ends_with("containerd-shim-wasm-v1"))
+            && argv.iter().any(|a| a == &pod.id)
+    });
+    assert_eq!(shim_count, 1, "exactly one shim serves the pod");
+    // The apps joined the sandbox's pid, ipc and network namespaces.
+    for ns in ["pid", "ipc", "net"] {
+        let link = |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).unwrap();
+        assert_eq!(link(pids[0]), link(sandbox_pid), "{ns}");
+        assert_eq!(link(pids[1]), link(sandbox_pid), "{ns}");
+    }
+    let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    remove_pod(&mut cri, &pod, &id_refs);
+}
+
+fn count_processes(matches: impl Fn(&[String]) -> bool) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter(|e| {
+            let raw = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let argv: Vec<String> = raw
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            !argv.is_empty() && matches(&argv)
+        })
+        .count()
+}
+
+#[test]
+fn container_stats_show_real_cpu_and_memory() {
+    let mut cri = cri();
+    let (pod, _) = pod(&mut cri, "stats");
+    let id = cri
+        .create_container(&pod, "spinner", 0, PROBE, &["spin"])
+        .unwrap();
+    cri.start_container(&id).unwrap();
+    let pid = container_pid(&mut cri, &id);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while common::procfs::cpu_ticks(pid) < 20 {
+        assert!(Instant::now() < deadline, "the spinner never ran");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stats = cri.container_stats(&id).unwrap();
+    let cpu = stats
+        .cpu
+        .as_ref()
+        .and_then(|c| c.usage_core_nano_seconds.as_ref())
+        .map(|v| v.value);
+    let memory = stats
+        .memory
+        .as_ref()
+        .and_then(|m| m.working_set_bytes.as_ref())
+        .map(|v| v.value);
+    assert!(cpu.unwrap_or(0) >= 200_000_000, "CPU: {stats:?}");
+    assert!(memory.unwrap_or(0) > 0, "memory: {stats:?}");
+    let listed = cri.list_container_stats().unwrap();
+    assert!(
+        listed
+            .iter()
+            .any(|s| s.attributes.as_ref().is_some_and(|a| a.id == id)),
+        "ListContainerStats lists it"
+    );
+    remove_pod(&mut cri, &pod, &[&id]);
+}
+
+#[test]
+fn a_restarted_container_runs_again_in_its_sandbox() {
+    let mut cri = cri();
+    let (pod, logs) = pod(&mut cri, "restart");
+    let (first, status) = run_to_exit(&mut cri, &pod, "again", &["exit", "1"]);
+    assert_eq!(status.exit_code, 1);
+    cri.remove_container(&first).unwrap();
+    // Attempt 1, as kubelet makes it after a failure.
+    let second = cri
+        .create_container(&pod, "again", 1, PROBE, &["args", "attempt one"])
+        .unwrap();
+    cri.start_container(&second).unwrap();
+    let status = cri.wait_exited(&second, Duration::from_secs(60));
+    assert_eq!((status.exit_code, status.reason.as_str()), (0, "Completed"));
+    assert_eq!(
+        log_lines(&logs.join(log_file("again", 1)))
+            .last()
+            .map(|(_, t)| t.clone()),
+        Some("attempt one".to_string())
+    );
+    remove_pod(&mut cri, &pod, &[&second]);
+}
+
+#[test]
+fn a_native_sidecar_runs_confined_beside_a_wasm_container() {
+    let mut cri = cri();
+    let (pod, _) = pod(&mut cri, "sidecar");
+    let app = cri
+        .create_container(&pod, "app", 0, PROBE, &["sleep", "600"])
+        .unwrap();
+    cri.start_container(&app).unwrap();
+    let sidecar = cri
+        .create_container(&pod, "sidecar", 0, SIDECAR, &["600"])
+        .unwrap();
+    cri.start_container(&sidecar).unwrap();
+    for id in [&app, &sidecar] {
+        let status = cri.container_status(id).unwrap();
+        assert_eq!(
+            status.state,
+            ContainerState::ContainerRunning as i32,
+            "{id}"
+        );
+    }
+    let pid = container_pid(&mut cri, &sidecar);
+    let host_mnt = std::fs::read_link("/proc/self/ns/mnt").unwrap();
+    assert_ne!(
+        std::fs::read_link(format!("/proc/{pid}/ns/mnt")).unwrap(),
+        host_mnt,
+        "the sidecar has its own mount namespace"
+    );
+    // CRI's default capabilities, as runc gives them: not the host root's full set.
+    let effective = u64::from_str_radix(&proc_status(pid, "CapEff"), 16).unwrap();
+    const CAP_SYS_ADMIN: u64 = 1 << 21;
+    assert_eq!(
+        effective & CAP_SYS_ADMIN,
+        0,
+        "no CAP_SYS_ADMIN: {effective:x}"
+    );
+    assert_eq!(
+        proc_status(pid, "Seccomp"),
+        "0",
+        "CRI gives no profile unless asked"
+    );
+    remove_pod(&mut cri, &pod, &[&app, &sidecar]);
+}
