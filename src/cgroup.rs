@@ -84,12 +84,16 @@ impl Cgroup {
         matches!(self.manager, AnyCgroupManager::V1(_))
     }
 
-    /// Puts `pid` in the cgroup and applies `resources`.
+    /// Puts `pid` in the cgroup and applies `resources`, if given (an exec joins its
+    /// container's cgroup as it is).
     pub fn place(&self, pid: i32, resources: Option<&LinuxResources>) -> Result<()> {
         self.manager
             .add_task(nix029::unistd::Pid::from_raw(pid))
             .map_err(|e| failed(&format!("place pid {pid} in"), &self.path, e))?;
-        self.apply(resources.cloned().unwrap_or_default())
+        match resources {
+            Some(resources) => self.apply(resources.clone()),
+            None => Ok(()),
+        }
     }
 
     /// Applies (new) limits: at Create, and for Update.

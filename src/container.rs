@@ -11,7 +11,7 @@
 //! request ever waits on another container, and no lock is held while a guest is waited on.
 
 use std::fs::File;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
@@ -103,8 +103,8 @@ pub struct Process {
     /// just because the client has not opened its end yet. CloseIO drops it.
     stdin_hold: Mutex<Option<File>>,
     /// Read ends of the output FIFOs, held for the life of the process (see
-    /// `stdio::OpenedStdio::output_holds`).
-    _output_holds: Vec<OwnedFd>,
+    /// `stdio::OpenedStdio::output_holds`); never read, they tell how much output waits.
+    output_holds: Vec<OwnedFd>,
     /// The task's terminal, if it was created with one.
     pub console: Option<Console>,
     /// Resolves once the terminal's output is copied out; the exit waits for it.
@@ -133,7 +133,7 @@ impl Process {
             runner,
             state: Mutex::new(State::Created),
             stdin_hold: Mutex::new(stdin_hold),
-            _output_holds: output_holds,
+            output_holds,
             console: None,
             output_done: Mutex::new(None),
             starting: watch::channel(false).0,
@@ -146,6 +146,23 @@ impl Process {
         self.console = Some(console);
         self.output_done = Mutex::new(Some(output_done));
         self
+    }
+
+    /// Bytes the process wrote to its output FIFOs that no reader has taken yet.
+    pub fn output_unread(&self) -> usize {
+        self.output_holds
+            .iter()
+            .map(|fd| {
+                let mut pending: libc::c_int = 0;
+                // SAFETY: FIONREAD writes one int through the pointer, which outlives the call.
+                let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut pending) };
+                if rc == 0 {
+                    pending.max(0) as usize
+                } else {
+                    0
+                }
+            })
+            .sum()
     }
 
     /// What must finish before the exit is reported: the terminal output copy, if any.
@@ -313,21 +330,47 @@ pub struct Container {
     pub cgroup: Arc<Cgroup>,
     /// runc, for a native container (see `native`).
     pub native: Option<NativeRuntime>,
+    /// Processes exec'd into the container, by exec id, until their Delete.
+    pub execs: Mutex<std::collections::HashMap<String, Arc<Process>>>,
 }
 
 impl Container {
     /// The process named by `exec_id` (empty: the init process).
-    pub fn process(&self, exec_id: &str) -> Result<&Arc<Process>> {
+    pub fn process(&self, exec_id: &str) -> Result<Arc<Process>> {
         if exec_id.is_empty() {
-            Ok(&self.init)
-        } else {
-            Err(Error::not_found_exec(&self.id, exec_id))
+            return Ok(self.init.clone());
         }
+        lock(&self.execs)
+            .get(exec_id)
+            .cloned()
+            .ok_or_else(|| Error::not_found_exec(&self.id, exec_id))
     }
 
-    /// Every process of the container.
-    pub fn processes(&self) -> Vec<&Arc<Process>> {
-        vec![&self.init]
+    /// Every process of the container: the init and its execs.
+    pub fn processes(&self) -> Vec<Arc<Process>> {
+        let mut all = vec![self.init.clone()];
+        all.extend(lock(&self.execs).values().cloned());
+        all
+    }
+
+    /// Records a new exec; an exec id already in use is AlreadyExists, as for runc's shim.
+    pub fn add_exec(&self, exec_id: &str, process: Arc<Process>) -> Result<()> {
+        let mut execs = lock(&self.execs);
+        if execs.contains_key(exec_id) {
+            return Err(Error::AlreadyExists(format!(
+                "exec {exec_id} of container {} already exists",
+                self.id
+            )));
+        }
+        execs.insert(exec_id.to_string(), process);
+        Ok(())
+    }
+
+    /// Forgets an exec (its Delete).
+    pub fn remove_exec(&self, exec_id: &str) -> Result<Arc<Process>> {
+        lock(&self.execs)
+            .remove(exec_id)
+            .ok_or_else(|| Error::not_found_exec(&self.id, exec_id))
     }
 
     /// Pids of every live process of the container.
@@ -341,10 +384,16 @@ impl Container {
 
     /// Delete is allowed once the process has exited, or before it was ever started.
     pub fn check_deletable(&self, exec_id: &str) -> Result<()> {
-        match self.process(exec_id)?.status() {
+        check_deletable(&self.id, &*self.process(exec_id)?)
+    }
+}
+
+/// Delete is allowed once the process has exited, or before it was ever started.
+pub fn check_deletable(id: &str, process: &Process) -> Result<()> {
+    {
+        match process.status() {
             Status::RUNNING | Status::PAUSED => Err(Error::FailedPrecondition(format!(
-                "cannot delete {}: the process is running; kill it first",
-                self.id
+                "cannot delete {id}: the process is running; kill it first"
             ))),
             _ => Ok(()),
         }

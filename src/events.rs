@@ -17,7 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use containerd_shim::protos::events::task::{
-    TaskCreate, TaskDelete, TaskExit, TaskOOM, TaskPaused, TaskResumed, TaskStart,
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskOOM, TaskPaused,
+    TaskResumed, TaskStart,
 };
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim::protos::protobuf::MessageDyn;
@@ -169,6 +170,25 @@ impl Events {
             ..Default::default()
         };
         self.send(topics::TASK_RESUMED_EVENT_TOPIC, id, Box::new(event));
+    }
+
+    pub fn task_exec_added(&self, id: &str, exec_id: &str) {
+        let event = TaskExecAdded {
+            container_id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            ..Default::default()
+        };
+        self.send(topics::TASK_EXEC_ADDED_EVENT_TOPIC, id, Box::new(event));
+    }
+
+    pub fn task_exec_started(&self, id: &str, exec_id: &str, pid: u32) {
+        let event = TaskExecStarted {
+            container_id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            pid,
+            ..Default::default()
+        };
+        self.send(topics::TASK_EXEC_STARTED_EVENT_TOPIC, id, Box::new(event));
     }
 
     pub fn task_exit(&self, id: &str, exec_id: &str, pid: u32, status: u32, at: SystemTime) {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::SystemTime;
 
-use containerd_shim::api::{CreateTaskRequest, StateResponse};
+use containerd_shim::api::{CreateTaskRequest, ExecProcessRequest, StateResponse};
 use containerd_shim::protos::protobuf::MessageField;
 use containerd_shim::ExitSignal;
 use log::{debug, info, warn};
@@ -40,6 +40,13 @@ pub const EXIT_KILLED: u32 = 128 + libc::SIGKILL as u32;
 /// to answer, short enough that Start answers promptly while a big module compiles.
 const START_LOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// How long an exit waits for the client to read what the process wrote to its output FIFOs.
+/// A client learns of the exit only once it has read the output, so it cannot stop reading
+/// too early: ctr, seeing the exit, cancels a FIFO open still under way and drops what the
+/// FIFO holds (even with runc's shim an empty output now and then comes of it). A reader that
+/// does not read at all delays the exit by this much, no more.
+const OUTPUT_READ_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// How long an exit waits for a terminal's output to drain before it is reported anyway.
 const OUTPUT_DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -47,7 +54,7 @@ const OUTPUT_DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(5
 /// native container.
 struct Created {
     init: Arc<Process>,
-    cgroup: Cgroup,
+    cgroup: Arc<Cgroup>,
     exit: ExitWatch,
     native: Option<NativeRuntime>,
 }
@@ -185,12 +192,13 @@ impl Service {
             rootfs,
             rootfs_mounted: mounted,
             init,
-            cgroup: Arc::new(cgroup),
+            cgroup,
             native,
+            execs: Default::default(),
         });
         // TaskCreate is queued before anything can queue this container's TaskExit.
         self.events.task_create(&req.id, &req.bundle, pid);
-        self.watch_exit(&container, &container.init, exit);
+        self.watch_exit(&container, &container.init, exit, "");
         self.map().insert(req.id.clone(), Slot::Ready(container));
         drop(reservation);
         Ok(pid)
@@ -232,13 +240,43 @@ impl Service {
         if !cgroup.enforces_device_rules() {
             drop_denied_devices(&mut plan, resources);
         }
+        let cgroup = Arc::new(cgroup);
         let placement = Placement {
-            cgroup,
-            resources: resources.cloned(),
+            cgroup: cgroup.clone(),
+            resources: Some(resources.cloned().unwrap_or_default()),
             ready_timeout: options.ready_timeout,
         };
+        let spawned = self
+            .wasm_process(plan, bundle, stdio, placement, options)
+            .await;
+        let (init, exit) = match spawned {
+            Ok(spawned) => spawned,
+            Err(e) => {
+                remove_cgroup_when_empty(cgroup).await;
+                return Err(e);
+            }
+        };
+        write_identity_file(bundle, init.pid);
+        Ok(Created {
+            init,
+            cgroup,
+            exit,
+            native: None,
+        })
+    }
+
+    /// A wasm guest process for `plan` with the `stdio` containerd gave, placed as `placement`
+    /// says: the process, created (set up, compiling), and the watch on its exit.
+    async fn wasm_process(
+        &self,
+        mut plan: Box<RunPlan>,
+        bundle: &Path,
+        stdio: StdioPaths,
+        placement: Placement,
+        options: &RuntimeOptions,
+    ) -> Result<(Arc<Process>, ExitWatch)> {
         let handoff = module::hand_off(
-            rootfs,
+            &plan.rootfs,
             &plan.module,
             self.cache(options),
             options.max_module_bytes,
@@ -248,7 +286,7 @@ impl Service {
             store: handoff.artifact_out.is_some(),
         };
         let log = open_log(bundle)?;
-        let guest_stdio = open_stdio(req).await?;
+        let guest_stdio = open_stdio(&stdio).await?;
         let fds = GuestFds {
             stdin: guest_stdio.stdin,
             stdout: guest_stdio.stdout,
@@ -257,10 +295,10 @@ impl Service {
             module: handoff.module,
             cache_entry: handoff.cache_entry,
             artifact_out: handoff.artifact_out,
-            terminal: req.terminal,
+            terminal: stdio.terminal,
         };
         let exit = ExitWatch::subscribe().await?;
-        let (guest, cgroup) = spawn_guest(*plan, fds, bundle, placement).await?;
+        let guest = spawn_guest(*plan, fds, placement).await?;
         let mut process = Process::new(
             Runner::Guest(guest),
             stdio,
@@ -270,12 +308,7 @@ impl Service {
         if let Some((console, output_done)) = guest_stdio.console {
             process = process.with_console(console, output_done);
         }
-        Ok(Created {
-            init: Arc::new(process),
-            cgroup,
-            exit,
-            native: None,
-        })
+        Ok((Arc::new(process), exit))
     }
 
     /// A native container: `runc create` with the container's stdio (runc confines it and
@@ -288,12 +321,13 @@ impl Service {
         cgroup: Cgroup,
         stdio: StdioPaths,
     ) -> Result<Created> {
+        let cgroup = Arc::new(cgroup);
         if req.terminal {
             return Err(Error::Unimplemented(
                 "a terminal for a native container is not supported by the wasm shim yet".into(),
             ));
         }
-        let opened = open_stdio(req).await?;
+        let opened = open_stdio(&stdio).await?;
         let native_stdio = NativeStdio {
             stdin: opened.stdin,
             stdout: opened.stdout,
@@ -323,8 +357,15 @@ impl Service {
     /// drains of different containers never wait on each other): the terminal's output is
     /// drained, TaskOOM published if the OOM killer ended it, TaskExit queued, and only then
     /// is the exit recorded, so a Delete that follows a Wait queues TaskDelete after it.
-    fn watch_exit(&self, container: &Arc<Container>, process: &Arc<Process>, exit: ExitWatch) {
+    fn watch_exit(
+        &self,
+        container: &Arc<Container>,
+        process: &Arc<Process>,
+        exit: ExitWatch,
+        exec_id: &str,
+    ) {
         let (container, process) = (container.clone(), process.clone());
+        let exec_id = exec_id.to_string();
         let events = self.events.clone();
         tokio::spawn(async move {
             let pid = process.pid;
@@ -333,6 +374,11 @@ impl Service {
             // buffered.
             if let Some(done) = process.take_output_done() {
                 let _ = tokio::time::timeout(OUTPUT_DRAIN_LIMIT, done).await;
+            }
+            // What it wrote is read before anyone hears of the exit (see `OUTPUT_READ_LIMIT`).
+            let unread_until = std::time::Instant::now() + OUTPUT_READ_LIMIT;
+            while process.output_unread() > 0 && std::time::Instant::now() < unread_until {
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
             }
             // A guest that died while Start waited for its module: TaskStart goes first.
             process.start_settled().await;
@@ -343,9 +389,18 @@ impl Service {
                 events.task_oom(&container.id);
             }
             let at = SystemTime::now();
-            info!("exit id={} pid={pid} status={status}", container.id);
-            events.task_exit(&container.id, "", pid as u32, status, at);
+            info!(
+                "exit id={} exec_id={exec_id} pid={pid} status={status}",
+                container.id
+            );
+            events.task_exit(&container.id, &exec_id, pid as u32, status, at);
             process.set_exited(status, at);
+            // As runc's shim: when the init ends, so do the processes exec'd into it.
+            if exec_id.is_empty() {
+                for exec in container.processes().iter().skip(1) {
+                    let _ = exec.kill(libc::SIGKILL as u32);
+                }
+            }
         });
     }
 
@@ -362,9 +417,14 @@ impl Service {
             .and_then(|r| r);
         let pid = process.pid as u32;
         match &started {
-            Ok(()) => {
+            Ok(()) if exec_id.is_empty() => {
                 info!("start id={id} pid={pid}");
                 self.events.task_start(id, pid);
+                process.settle_start();
+            }
+            Ok(()) => {
+                info!("start id={id} exec_id={exec_id} pid={pid}");
+                self.events.task_exec_started(id, exec_id, pid);
                 process.settle_start();
             }
             Err(e) => {
@@ -414,7 +474,7 @@ impl Service {
 
     pub async fn delete(&self, id: &str, exec_id: &str) -> Result<(u32, ExitInfo)> {
         if !exec_id.is_empty() {
-            return Err(Error::not_found_exec(id, exec_id));
+            return self.delete_exec(id, exec_id).await;
         }
         let container = self.container(id)?;
         container.check_deletable(exec_id)?;
@@ -450,6 +510,79 @@ impl Service {
         info!("delete id={id} pid={pid} exit_status={}", exit.status);
         self.events.task_delete(id, pid, exit.status, exit.at);
         Ok((pid, exit))
+    }
+
+    /// Delete of an exec: it goes from the container (ended first if it never started). No
+    /// event: containerd publishes none for an exec's delete, as runc's shim does.
+    async fn delete_exec(&self, id: &str, exec_id: &str) -> Result<(u32, ExitInfo)> {
+        let container = self.container(id)?;
+        let process = container.process(exec_id)?;
+        crate::container::check_deletable(id, &process)?;
+        stop_if_never_started(&process).await;
+        container.remove_exec(exec_id)?;
+        let exit = process.exit().unwrap_or(ExitInfo {
+            status: EXIT_KILLED,
+            at: SystemTime::now(),
+        });
+        info!(
+            "delete id={id} exec_id={exec_id} exit_status={}",
+            exit.status
+        );
+        Ok((process.pid as u32, exit))
+    }
+
+    /// Exec: a new process in the running container (`kubectl exec`, CRI's ExecSync, exec
+    /// probes), created now and released by Start with its exec id. A wasm module runs in a
+    /// guest that joins the container's namespaces and cgroup, confined as the exec's own
+    /// process spec says (user, capabilities, no_new_privs) with the container's seccomp.
+    pub async fn exec(&self, req: &ExecProcessRequest) -> Result<()> {
+        let (id, exec_id) = (req.id.as_str(), req.exec_id.as_str());
+        let container = self.container(id)?;
+        if container.init.status() != containerd_shim::api::Status::RUNNING {
+            return Err(Error::FailedPrecondition(format!(
+                "container {id} is not running: there is nothing to exec into"
+            )));
+        }
+        if container.process(exec_id).is_ok() {
+            return Err(Error::AlreadyExists(format!(
+                "exec {exec_id} of container {id} already exists"
+            )));
+        }
+        let process: oci_spec::runtime::Process =
+            serde_json::from_slice(&req.spec.value).map_err(|e| {
+                Error::InvalidArgument(format!("the exec's spec is not an OCI process: {e}"))
+            })?;
+        let stdio = StdioPaths {
+            stdin: req.stdin.clone(),
+            stdout: req.stdout.clone(),
+            stderr: req.stderr.clone(),
+            terminal: req.terminal,
+        };
+        let spec = spec::load_spec(&container.bundle)?;
+        let plan = spec::exec_plan(id, &spec, &process, &container.rootfs, container.init.pid)?;
+        let Plan::Wasm(plan) = plan else {
+            return Err(Error::Unimplemented(format!(
+                "exec of a native program ({}) is not supported by the wasm shim yet",
+                process.args().as_deref().unwrap_or_default().join(" ")
+            )));
+        };
+        let options = self.options.get().cloned().unwrap_or_default();
+        let placement = Placement {
+            cgroup: container.cgroup.clone(),
+            resources: None,
+            ready_timeout: options.ready_timeout,
+        };
+        let (exec, exit) = self
+            .wasm_process(plan, &container.bundle, stdio, placement, &options)
+            .await?;
+        if let Err(e) = container.add_exec(exec_id, exec.clone()) {
+            end_unstarted(&exec).await;
+            return Err(e);
+        }
+        self.watch_exit(&container, &exec, exit, exec_id);
+        info!("exec id={id} exec_id={exec_id} pid={}", exec.pid);
+        self.events.task_exec_added(id, exec_id);
+        Ok(())
     }
 
     pub async fn state(&self, id: &str, exec_id: &str) -> Result<StateResponse> {
@@ -648,12 +781,12 @@ struct GuestStdio {
 
 /// Opens what containerd gave for stdio (waiting, off the runtime, for an output FIFO's
 /// reader; see `stdio`).
-async fn open_stdio(req: &CreateTaskRequest) -> Result<GuestStdio> {
+async fn open_stdio(stdio: &StdioPaths) -> Result<GuestStdio> {
     let (stdin, stdout, stderr, terminal) = (
-        req.stdin.clone(),
-        req.stdout.clone(),
-        req.stderr.clone(),
-        req.terminal,
+        stdio.stdin.clone(),
+        stdio.stdout.clone(),
+        stdio.stderr.clone(),
+        stdio.terminal,
     );
     tokio::task::spawn_blocking(move || {
         if !terminal {
@@ -717,20 +850,17 @@ fn drop_denied_devices(plan: &mut RunPlan, resources: Option<&oci_spec::runtime:
 /// Where a new guest goes: its cgroup, with the spec's `linux.resources`, and how long it
 /// has to get ready there.
 struct Placement {
-    cgroup: Cgroup,
+    cgroup: Arc<Cgroup>,
+    /// Applied once the guest is in the cgroup; `None` for an exec, which joins its
+    /// container's cgroup as it is.
     resources: Option<oci_spec::runtime::LinuxResources>,
     ready_timeout: std::time::Duration,
 }
 
-/// Starts the guest process (blocking work, off the runtime), places it in its cgroup before
-/// it runs anything, and records its pid. A failure removes the cgroup again.
-async fn spawn_guest(
-    plan: RunPlan,
-    fds: GuestFds,
-    bundle: &Path,
-    placement: Placement,
-) -> Result<(GuestProcess, Cgroup)> {
-    let (spawned, cgroup) = tokio::task::spawn_blocking(move || {
+/// Starts the guest process (blocking work, off the runtime) and places it in its cgroup
+/// before it runs anything.
+async fn spawn_guest(plan: RunPlan, fds: GuestFds, placement: Placement) -> Result<GuestProcess> {
+    tokio::task::spawn_blocking(move || {
         let Placement {
             cgroup,
             resources,
@@ -759,20 +889,10 @@ async fn spawn_guest(
             placed_at.unwrap_or_default(),
             started.elapsed()
         );
-        (spawned, cgroup)
+        spawned
     })
     .await
-    .map_err(|e| Error::Internal(format!("guest spawn task failed: {e}")))?;
-    match spawned {
-        Ok(guest) => {
-            write_identity_file(bundle, guest.pid);
-            Ok((guest, cgroup))
-        }
-        Err(e) => {
-            remove_cgroup_when_empty(Arc::new(cgroup)).await;
-            Err(e)
-        }
-    }
+    .map_err(|e| Error::Internal(format!("guest spawn task failed: {e}")))?
 }
 
 /// Removes a cgroup whose processes are ending (killed, or exited): their exit can lag the

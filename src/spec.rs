@@ -167,6 +167,45 @@ pub fn plan(id: &str, spec: &Spec, rootfs: &Path) -> Result<Plan> {
     wasm_plan(id, spec, rootfs, invocation).map(|p| Plan::Wasm(Box::new(p)))
 }
 
+/// The plan of a process exec'd into the running container whose init is `init_pid`: the
+/// exec's own process (args, env, cwd, user, capabilities, terminal) with the container's
+/// namespaces joined (see `confine::for_exec`).
+pub fn exec_plan(
+    id: &str,
+    spec: &Spec,
+    process: &oci_spec::runtime::Process,
+    rootfs: &Path,
+    init_pid: i32,
+) -> Result<Plan> {
+    let args = process.args().clone().unwrap_or_default();
+    let env = parse_env(process.env().as_deref().unwrap_or_default())?;
+    let cwd = process.cwd().clone();
+    if !cwd.is_absolute() {
+        return Err(Error::InvalidArgument(format!(
+            "the exec's cwd {} must be an absolute path",
+            cwd.display()
+        )));
+    }
+    let module = match resolve_entrypoint(rootfs, &args, &env, &cwd)? {
+        Entrypoint::Wasm(module) => module,
+        Entrypoint::Native(entrypoint) => return Ok(Plan::Native { entrypoint }),
+    };
+    let mut plan = wasm_plan(
+        id,
+        spec,
+        rootfs,
+        Invocation {
+            module,
+            args,
+            env,
+            cwd,
+        },
+    )?;
+    plan.mounts.clear();
+    plan.confinement = confine::for_exec(spec, process, init_pid)?;
+    Ok(Plan::Wasm(Box::new(plan)))
+}
+
 /// What a wasm guest runs: the module (a path in the container), argv, env and cwd.
 struct Invocation {
     module: PathBuf,

@@ -349,3 +349,40 @@ fn a_native_sidecar_runs_confined_beside_a_wasm_container() {
     );
     remove_pod(&mut cri, &pod, &[&app, &sidecar]);
 }
+
+#[test]
+fn exec_sync_runs_in_a_running_container_and_leaves_it_running() {
+    let mut cri = cri();
+    let (pod, _) = pod(&mut cri, "exec");
+    let id = cri
+        .create_container(&pod, "target", 0, PROBE, &["sleep", "600"])
+        .unwrap();
+    cri.start_container(&id).unwrap();
+    // As an exec probe or `kubectl exec` runs it: output and exit code come back.
+    let (code, stdout, stderr) = cri
+        .exec_sync(&id, &["/probe.wasm", "args", "probe"], 30)
+        .unwrap();
+    assert_eq!(
+        (code, stdout.as_str(), stderr.as_str()),
+        (0, "/probe.wasm\nargs\nprobe\n", "")
+    );
+    let (code, _, _) = cri
+        .exec_sync(&id, &["/probe.wasm", "exit", "3"], 30)
+        .unwrap();
+    assert_eq!(code, 3, "a failing probe's exit code");
+    let (code, stdout, _) = cri
+        .exec_sync(&id, &["/probe.wasm", "read", "/etc/hostname"], 30)
+        .unwrap();
+    assert_eq!(code, 0);
+    assert!(
+        !stdout.is_empty(),
+        "the container's /etc/hostname (CRI's bind mount)"
+    );
+    let status = cri.container_status(&id).unwrap();
+    assert_eq!(
+        status.state,
+        ContainerState::ContainerRunning as i32,
+        "still running"
+    );
+    remove_pod(&mut cri, &pod, &[&id]);
+}

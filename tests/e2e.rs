@@ -896,3 +896,131 @@ fn repo_dir() -> std::path::PathBuf {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }
+
+#[test]
+fn exec_runs_a_module_inside_the_running_container() {
+    let id = unique_id("exec");
+    let mut running = containerd().spawn_run(opts(&id, &["/probe.wasm", "sleep", "600"]));
+    assert!(
+        running.wait_running(Duration::from_secs(60)),
+        "never RUNNING"
+    );
+    let init = task_pid(&id);
+    // `ctr task exec` prints the module's output and returns its exit code.
+    let out = containerd().ctr(&[
+        "-n",
+        NS,
+        "tasks",
+        "exec",
+        "--exec-id",
+        "e1",
+        &id,
+        "/probe.wasm",
+        "args",
+        "inside",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "/probe.wasm\nargs\ninside\n"
+    );
+    let out = containerd().ctr(&[
+        "-n",
+        NS,
+        "tasks",
+        "exec",
+        "--exec-id",
+        "e2",
+        &id,
+        "/probe.wasm",
+        "exit",
+        "3",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "the exec's own exit code");
+    // The exec sees the container's files (the image's /etc/hostname, not the host's).
+    let out = containerd().ctr(&[
+        "-n",
+        NS,
+        "tasks",
+        "exec",
+        "--exec-id",
+        "e3",
+        &id,
+        "/probe.wasm",
+        "read",
+        "/etc/hostname",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "container hostname\n");
+    // A long exec is in the container's namespaces and cgroup, listed by ps, killed by its id.
+    containerd().ctr_ok(&[
+        "-n",
+        NS,
+        "tasks",
+        "exec",
+        "--detach",
+        "--exec-id",
+        "e4",
+        &id,
+        "/probe.wasm",
+        "sleep",
+        "600",
+    ]);
+    let listed = || -> Vec<i32> {
+        containerd()
+            .ctr_ok(&["-n", NS, "tasks", "ps", &id])
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let exec = loop {
+        if let Some(pid) = listed().into_iter().find(|p| *p != init) {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "the exec never showed in ps");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    for ns in ["mnt", "pid", "ipc", "uts", "net"] {
+        let link = |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).unwrap();
+        assert_eq!(
+            link(exec),
+            link(init),
+            "the exec's {ns} namespace is the container's"
+        );
+    }
+    let cgroup = |pid: i32| std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert_eq!(
+        cgroup(exec),
+        cgroup(init),
+        "the exec's cgroups are the container's"
+    );
+    containerd().ctr_ok(&[
+        "-n",
+        NS,
+        "tasks",
+        "kill",
+        "--exec-id",
+        "e4",
+        "--signal",
+        "SIGKILL",
+        &id,
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while listed().contains(&exec) {
+        assert!(Instant::now() < deadline, "the killed exec is still listed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        listed().contains(&init),
+        "killing the exec left the init running"
+    );
+    containerd().ctr_ok(&["-n", NS, "tasks", "kill", "--signal", "SIGKILL", &id]);
+    running.wait().assert_code(137);
+    remove_detached_fifos(&id);
+    containerd().assert_no_debris(NS, &id);
+}

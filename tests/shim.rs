@@ -239,14 +239,26 @@ async fn bad_entrypoints_fail_create_and_the_shim_serves_on() {
 }
 
 #[tokio::test]
-async fn unsupported_calls_answer_unimplemented_and_unknown_ids_not_found() {
+async fn checkpoint_answers_unimplemented_and_unknown_ids_not_found() {
     let shim = ShimUnderTest::start().await;
     let exec = ExecProcessRequest {
         id: "x".into(),
         exec_id: "e".into(),
         ..Default::default()
     };
+    // Exec into an unknown container: NOT_FOUND, as for every call below.
     let (c, _) = code(shim.client.exec(ctx(), &exec).await.unwrap_err());
+    assert_eq!(c, Code::NOT_FOUND);
+    let checkpoint = containerd_shim::protos::api::CheckpointTaskRequest {
+        id: "x".into(),
+        ..Default::default()
+    };
+    let (c, _) = code(
+        shim.client
+            .checkpoint(ctx(), &checkpoint)
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(c, Code::UNIMPLEMENTED);
     let (c, _) = code(
         shim.client

@@ -135,6 +135,21 @@ pub struct RlimitPlan {
     pub hard: u64,
 }
 
+impl NamespaceKind {
+    /// The namespace's file under `/proc/<pid>/ns/`.
+    pub fn proc_name(self) -> &'static str {
+        match self {
+            NamespaceKind::Mount => "mnt",
+            NamespaceKind::Pid => "pid",
+            NamespaceKind::Ipc => "ipc",
+            NamespaceKind::Uts => "uts",
+            NamespaceKind::Network => "net",
+            NamespaceKind::Cgroup => "cgroup",
+            NamespaceKind::User => "user",
+        }
+    }
+}
+
 impl Confinement {
     /// The spec's pid namespace, if it names one: entered when the guest is spawned.
     pub fn pid_namespace(&self) -> Option<&NamespacePlan> {
@@ -145,6 +160,13 @@ impl Confinement {
 
     pub fn has_namespace(&self, kind: NamespaceKind) -> bool {
         self.namespaces.iter().any(|n| n.kind == kind)
+    }
+
+    /// Whether the guest joins an existing mount namespace (an exec) instead of making one.
+    pub fn joins_mount_namespace(&self) -> bool {
+        self.namespaces
+            .iter()
+            .any(|n| n.kind == NamespaceKind::Mount && n.path.is_some())
     }
 
     /// A new user namespace, whose maps the shim writes once the guest has made it.
@@ -233,6 +255,47 @@ pub fn from_spec(spec: &Spec) -> Result<Confinement> {
     check_id_mappings(&confinement)?;
     confinement.namespaces.dedup();
     Ok(confinement)
+}
+
+/// The confinement of a process exec'd into a running container (`kubectl exec`, an exec
+/// probe): the exec's own process fields (user, capabilities, rlimits, no_new_privs,
+/// oomScoreAdj), the container's seccomp profile, and every namespace of the container's
+/// init (`init_pid`) joined by path, its mount namespace too: the exec sees the container's
+/// root and mounts as they are, and makes no mounts of its own.
+pub fn for_exec(
+    spec: &Spec,
+    process: &oci_spec::runtime::Process,
+    init_pid: i32,
+) -> Result<Confinement> {
+    let mut exec_spec = spec.clone();
+    exec_spec.set_process(Some(process.clone()));
+    let container = from_spec(&exec_spec)?;
+    let mut kinds: Vec<NamespaceKind> = container.namespaces.iter().map(|n| n.kind).collect();
+    if !kinds.contains(&NamespaceKind::Mount) {
+        kinds.push(NamespaceKind::Mount);
+    }
+    let namespaces = kinds
+        .into_iter()
+        .map(|kind| NamespacePlan {
+            kind,
+            path: Some(PathBuf::from(format!(
+                "/proc/{init_pid}/ns/{}",
+                kind.proc_name()
+            ))),
+        })
+        .collect();
+    Ok(Confinement {
+        namespaces,
+        hostname: None,
+        domainname: None,
+        uid_mappings: Vec::new(),
+        gid_mappings: Vec::new(),
+        devices: Vec::new(),
+        masked_paths: Vec::new(),
+        readonly_paths: Vec::new(),
+        rootfs_propagation: None,
+        ..container
+    })
 }
 
 fn id_mappings(mappings: Option<&[oci_spec::runtime::LinuxIdMapping]>) -> Vec<IdMapping> {

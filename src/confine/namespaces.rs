@@ -52,8 +52,8 @@ pub fn enter_pid_namespace_for_children(ns: &NamespacePlan) -> Result<(), String
 /// privileges), the other namespaces given by path (joined while the process still holds the
 /// host's privileges), a new user namespace (`await_id_maps` returns once the shim has written
 /// its uid and gid maps), then every new namespace, owned by that user namespace, with cgroup
-/// last. The pid namespace was entered at spawn and the mount namespace is made by
-/// `guest::mounts`, which also sets its propagation.
+/// last. The pid namespace was entered at spawn and a new mount namespace is made by
+/// `guest::mounts`, which also sets its propagation; an exec joins the container's.
 pub fn enter(
     confinement: &Confinement,
     await_id_maps: impl FnOnce() -> Result<(), String>,
@@ -75,6 +75,15 @@ pub fn enter(
     };
     for ns in others().filter(|n| n.path.is_some()) {
         join_or_create(ns)?;
+    }
+    // An exec joins the container's mount namespace last: the paths above are the host's
+    // /proc, which the container's mount namespace does not show. setns(2) then puts the
+    // process at that namespace's root, the container's.
+    let mount_by_path = namespaces
+        .iter()
+        .find(|n| n.kind == NamespaceKind::Mount && n.path.is_some());
+    if let Some(mount) = mount_by_path {
+        join_or_create(mount)?;
     }
     if confinement.new_user_namespace() {
         unshare(CloneFlags::CLONE_NEWUSER).map_err(|e| format!("create a user namespace: {e}"))?;

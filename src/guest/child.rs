@@ -88,8 +88,14 @@ fn confine(plan: &RunPlan, control: &mut impl Read, status: &File) -> Result<(),
     namespaces::enter(c, || await_id_maps(control, status))?;
     let caps = capabilities::after_exec(&c.capabilities, c.user.uid);
     capabilities::limit_bounding(&caps)?;
-    mounts::prepare(plan)?;
-    mounts::enter(plan)?;
+    if c.joins_mount_namespace() {
+        // An exec: already at the container's root (setns), in its mounts.
+        std::env::set_current_dir(&plan.cwd)
+            .map_err(|e| format!("chdir to process.cwd {}: {e}", plan.cwd.display()))?;
+    } else {
+        mounts::prepare(plan)?;
+        mounts::enter(plan)?;
+    }
     namespaces::set_names(c)?;
     let seccomp_first = !c.no_new_privileges;
     if seccomp_first {
