@@ -4,6 +4,8 @@
 #   make test    unit, shim-level and end-to-end tests (a private containerd is started and stopped)
 #   make conformance  only the WASI test suite, standalone and through containerd (make test runs
 #                     it too; see tests/conformance/README.md)
+#   make kind-demo    a kind cluster whose node runs this shim: RuntimeClass, the demo Job, its
+#                     logs (needs docker, kind and kubectl; not on the machines CI runs on)
 #   make soak    the load and churn tests at full size (2,000 containers 32 at a time; 1,000
 #                sequential and 100 concurrent through one shim), printing their figures
 
@@ -21,7 +23,7 @@ TEST_DIR ?= /var/tmp/containerd-shim-wasm-test
 # Its own directory, so it never stops the containerd of a `make test` running beside it.
 CONFORMANCE_DIR ?= /var/tmp/containerd-shim-wasm-conformance
 
-.PHONY: all build guests deps demo test conformance soak unit lint fmt clean-state
+.PHONY: all build guests deps demo test conformance soak kind-demo unit lint fmt clean-state
 
 all: build
 
@@ -67,6 +69,25 @@ soak: deps build guests
 	@trap '$(HARNESS) stop $(TEST_DIR)' EXIT; \
 	WASM_SHIM_SOAK=1 WASM_SHIM_CONTAINERD_DIR=$(TEST_DIR) WASM_SHIM_GUESTS_DIR=$(GUESTS) \
 	cargo test --test load -- --test-threads=1 --nocapture
+
+KIND_CLUSTER ?= wasm
+KIND_DIR := kind/out
+
+# The shim built for release is mounted into the kind node (kind/cluster.yaml); the demo images
+# are loaded into the node's containerd, so nothing is pulled.
+kind-demo: guests
+	cargo build --release --bin containerd-shim-wasm-v1 --bin wasm-image
+	@mkdir -p $(KIND_DIR)
+	install -m 0755 $(CARGO_TARGET_DIR)/release/containerd-shim-wasm-v1 $(KIND_DIR)/containerd-shim-wasm-v1
+	$(CARGO_TARGET_DIR)/release/wasm-image build --module $(GUESTS)/hello.wasm --name $(DEMO_IMAGE) -o $(KIND_DIR)/hello-wasm.tar
+	$(CARGO_TARGET_DIR)/release/wasm-image build --module $(GUESTS)/probe.wasm --entrypoint /probe.wasm --name docker.io/library/probe-wasm:latest -o $(KIND_DIR)/probe-wasm.tar
+	kind create cluster --config kind/cluster.yaml --name $(KIND_CLUSTER)
+	kind load image-archive $(KIND_DIR)/hello-wasm.tar --name $(KIND_CLUSTER)
+	kind load image-archive $(KIND_DIR)/probe-wasm.tar --name $(KIND_CLUSTER)
+	kubectl apply -f config/kubernetes/runtimeclass.yaml
+	kubectl apply -f config/kubernetes/job.yaml
+	kubectl wait --for=condition=complete --timeout=180s job/hello-wasm
+	kubectl logs job/hello-wasm
 
 unit: build
 	cargo test --lib --bins

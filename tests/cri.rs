@@ -386,3 +386,27 @@ fn exec_sync_runs_in_a_running_container_and_leaves_it_running() {
     );
     remove_pod(&mut cri, &pod, &[&id]);
 }
+
+#[test]
+fn an_oom_kill_shows_as_oomkilled_with_137() {
+    let mut cri = cri();
+    // Compiling 150k functions takes far more than 64 MiB: the kernel's OOM killer ends it.
+    let name = "docker.io/library/cri-oom:latest";
+    let module = work_dir().join("oom.wat");
+    std::fs::write(&module, common::big_module_wat("cri-oom", 150_000)).unwrap();
+    build_image(K8S, work_dir(), name, &module, &[]);
+    let (pod, _) = pod(&mut cri, "oom");
+    let mut config = common::cri::container_config("hungry", 0, name, &[]);
+    config.linux.as_mut().unwrap().resources = Some(k8s_cri::v1::LinuxContainerResources {
+        memory_limit_in_bytes: 64 << 20,
+        ..Default::default()
+    });
+    let id = cri.create_container_with(&pod, config).unwrap();
+    cri.start_container(&id).unwrap();
+    let status = cri.wait_exited(&id, Duration::from_secs(120));
+    assert_eq!(
+        (status.exit_code, status.reason.as_str()),
+        (137, "OOMKilled")
+    );
+    remove_pod(&mut cri, &pod, &[&id]);
+}

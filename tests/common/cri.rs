@@ -67,6 +67,16 @@ impl Cri {
     /// RunPodSandbox with the `wasm` handler: a host-network pod named `name`, logging into
     /// `log_directory`.
     pub fn run_pod(&mut self, name: &str, log_directory: &Path) -> Result<Pod, String> {
+        self.run_pod_with(name, log_directory, HANDLER)
+    }
+
+    /// RunPodSandbox with the runtime handler `handler`.
+    pub fn run_pod_with(
+        &mut self,
+        name: &str,
+        log_directory: &Path,
+        handler: &str,
+    ) -> Result<Pod, String> {
         let config = PodSandboxConfig {
             metadata: Some(PodSandboxMetadata {
                 name: name.to_string(),
@@ -92,7 +102,7 @@ impl Cri {
         };
         let request = RunPodSandboxRequest {
             config: Some(config.clone()),
-            runtime_handler: HANDLER.to_string(),
+            runtime_handler: handler.to_string(),
         };
         let response = self.call("RunPodSandbox", async |c| c.run_pod_sandbox(request).await)?;
         Ok(Pod {
@@ -111,20 +121,15 @@ impl Cri {
         image: &str,
         args: &[&str],
     ) -> Result<String, String> {
-        let config = ContainerConfig {
-            metadata: Some(ContainerMetadata {
-                name: name.to_string(),
-                attempt,
-            }),
-            image: Some(ImageSpec {
-                image: image.to_string(),
-                ..Default::default()
-            }),
-            args: args.iter().map(|a| a.to_string()).collect(),
-            log_path: log_file(name, attempt),
-            linux: Some(LinuxContainerConfig::default()),
-            ..Default::default()
-        };
+        self.create_container_with(pod, container_config(name, attempt, image, args))
+    }
+
+    /// CreateContainer with a config of the caller's (resources, command, ...).
+    pub fn create_container_with(
+        &mut self,
+        pod: &Pod,
+        config: ContainerConfig,
+    ) -> Result<String, String> {
         let request = CreateContainerRequest {
             pod_sandbox_id: pod.id.clone(),
             config: Some(config),
@@ -302,6 +307,24 @@ fn verbose_info(
         .get("info")
         .ok_or_else(|| format!("no verbose info: {info:?}"))?;
     serde_json::from_str(text).map_err(|e| format!("verbose info: {e}"))
+}
+
+/// A container `name` (attempt `attempt`) of `image` with `args`, logging to its CRI log file.
+pub fn container_config(name: &str, attempt: u32, image: &str, args: &[&str]) -> ContainerConfig {
+    ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: name.to_string(),
+            attempt,
+        }),
+        image: Some(ImageSpec {
+            image: image.to_string(),
+            ..Default::default()
+        }),
+        args: args.iter().map(|a| a.to_string()).collect(),
+        log_path: log_file(name, attempt),
+        linux: Some(LinuxContainerConfig::default()),
+        ..Default::default()
+    }
 }
 
 /// The log file CRI writes for container `name`'s attempt, relative to the pod's directory.
