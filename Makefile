@@ -6,6 +6,8 @@
 #                     it too; see tests/conformance/README.md)
 #   make kind-demo    a kind cluster whose node runs this shim: RuntimeClass, the demo Job, its
 #                     logs (needs docker, kind and kubectl; not on the machines CI runs on)
+#   make test-versions  the containerd-facing suites again on containerd 1.7 and 2.x, fetched
+#                       from Debian trixie and sid into /var/tmp (make test runs it too)
 #   make soak    the load and churn tests at full size (2,000 containers 32 at a time; 1,000
 #                sequential and 100 concurrent through one shim), printing their figures
 
@@ -22,8 +24,13 @@ DEMO_IMAGE := docker.io/library/hello-wasm:latest
 TEST_DIR ?= /var/tmp/containerd-shim-wasm-test
 # Its own directory, so it never stops the containerd of a `make test` running beside it.
 CONFORMANCE_DIR ?= /var/tmp/containerd-shim-wasm-conformance
+# containerd 1.7 and 2.x, unpacked (never installed) by tests/harness/containerd-versions.sh.
+VERSIONS_DIR ?= /var/tmp/containerd-shim-wasm-versions
+# The suites whose subject is the contract with containerd (ctr, the task API, CRI, restarts);
+# the WASI conformance suite, shim-level and load tests do not depend on containerd's version.
+VERSION_SUITES := --test e2e --test confinement --test cri --test kubernetes --test restart
 
-.PHONY: all build guests deps demo test conformance soak kind-demo unit lint fmt clean-state
+.PHONY: all build guests deps demo test test-versions conformance soak kind-demo unit lint fmt clean-state
 
 all: build
 
@@ -55,7 +62,23 @@ test: deps build guests
 	@trap '$(HARNESS) stop $(TEST_DIR)' EXIT; \
 	WASM_SHIM_CONTAINERD_DIR=$(TEST_DIR) WASM_SHIM_GUESTS_DIR=$(GUESTS) \
 	cargo test -- --test-threads=2
+	@$(MAKE) --no-print-directory test-versions
 	cargo fmt --check
+
+# Each release gets a fresh private containerd of its own (same TEST_DIR, one at a time), and
+# the tests run its own ctr ($$CTR), whose messages differ between 1.x and 2.x.
+test-versions: deps build guests
+	@tests/harness/containerd-versions.sh fetch $(VERSIONS_DIR) >$(VERSIONS_DIR).list
+	@while read -r version bindir; do \
+	  echo "==== containerd $$version ($$bindir)"; \
+	  export CONTAINERD=$$bindir/containerd CTR=$$bindir/ctr; \
+	  $(HARNESS) stop $(TEST_DIR) >/dev/null && rm -rf $(TEST_DIR) && mkdir -p $(TEST_DIR) || exit 1; \
+	  CONTAINERD_SHIM_WASM_CACHE_DIR=$(TEST_DIR)/cache $(HARNESS) start $(TEST_DIR) $(SHIM) || exit 1; \
+	  WASM_SHIM_CONTAINERD_DIR=$(TEST_DIR) WASM_SHIM_GUESTS_DIR=$(GUESTS) \
+	    cargo test $(VERSION_SUITES) -- --test-threads=2; status=$$?; \
+	  $(HARNESS) stop $(TEST_DIR) || exit 1; \
+	  [ $$status = 0 ] || { echo "FAILED on containerd $$version"; exit $$status; }; \
+	done <$(VERSIONS_DIR).list
 
 conformance: deps build
 	@$(HARNESS) stop $(CONFORMANCE_DIR) >/dev/null && rm -rf $(CONFORMANCE_DIR) && mkdir -p $(CONFORMANCE_DIR)

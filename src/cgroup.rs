@@ -110,6 +110,15 @@ impl Cgroup {
             .map_err(|e| failed("apply linux.resources to", &self.path, e))
     }
 
+    /// The processes in the cgroup now, as runc's `ps` reads them.
+    pub fn pids(&self) -> Result<Vec<u32>> {
+        let pids = self
+            .manager
+            .get_all_pids()
+            .map_err(|e| failed("list the processes of", &self.path, e))?;
+        Ok(pids.into_iter().map(|p| p.as_raw() as u32).collect())
+    }
+
     pub fn freeze(&self) -> Result<()> {
         self.manager
             .freeze(FreezerState::Frozen)

@@ -13,8 +13,9 @@
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use containerd_shim::api::Status;
 use tokio::sync::{oneshot, watch};
@@ -112,8 +113,16 @@ pub struct Process {
     /// True while a Start is under way: the exit of a guest that dies meanwhile is reported
     /// only after its TaskStart (see [`Process::settle_start`]).
     starting: watch::Sender<bool>,
+    /// The process has ended; its exit is being reported (output read, events queued).
+    ended: AtomicBool,
+    /// Set by a Delete of an ended process: nobody will read its output any more.
+    output_abandoned: AtomicBool,
     exit_tx: watch::Sender<Option<ExitInfo>>,
 }
+
+/// How long a Delete of an ended process waits for its exit to be recorded: longer than the
+/// terminal drain the record may still wait for.
+const EXIT_RECORD_LIMIT: Duration = Duration::from_secs(10);
 
 /// Locks a state mutex; a panic elsewhere while it was held leaves a consistent value.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -137,6 +146,8 @@ impl Process {
             console: None,
             output_done: Mutex::new(None),
             starting: watch::channel(false).0,
+            ended: AtomicBool::new(false),
+            output_abandoned: AtomicBool::new(false),
             exit_tx: watch::channel(None).0,
         }
     }
@@ -265,6 +276,29 @@ impl Process {
         self.runner.abandon();
     }
 
+    /// The process has ended: its exit is about to be recorded.
+    pub fn set_ended(&self) {
+        self.ended.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the exit may still wait for a reader of the output.
+    pub fn output_abandoned(&self) -> bool {
+        self.output_abandoned.load(Ordering::SeqCst)
+    }
+
+    /// Delete of a process that has ended while its exit is still being reported (a reader
+    /// that never reads holds the record for up to 2 s): the output is abandoned and the
+    /// record awaited, so the Delete succeeds as for any exited process. containerd 1.7 and
+    /// 2.x delete, at reload, a shim whose processes have all gone, before any reader is back.
+    pub async fn settle_ended(&self) {
+        if !self.ended.load(Ordering::SeqCst) || self.is_stopped() {
+            return;
+        }
+        self.output_abandoned.store(true, Ordering::SeqCst);
+        let mut exit = self.exit_tx.subscribe();
+        let _ = tokio::time::timeout(EXIT_RECORD_LIMIT, exit.wait_for(Option::is_some)).await;
+    }
+
     /// Records the exit (first observation wins) and wakes every waiter.
     pub fn set_exited(&self, status: u32, at: SystemTime) -> Option<ExitInfo> {
         let info = ExitInfo { status, at };
@@ -374,7 +408,21 @@ impl Container {
     }
 
     /// Pids of every live process of the container.
+    /// The container's live processes: its cgroup's, as runc's `ps` lists them, so a guest
+    /// that has died is gone from the list even before its exit is recorded (containerd 1.7
+    /// and 2.x clean up, at reload, a shim whose list is empty: as for runc's). The processes
+    /// the shim knows stand in if the cgroup cannot be read.
     pub fn pids(&self) -> Vec<u32> {
+        match self.cgroup.pids() {
+            Ok(pids) => pids,
+            Err(e) => {
+                log::warn!("{e}");
+                self.known_pids()
+            }
+        }
+    }
+
+    fn known_pids(&self) -> Vec<u32> {
         self.processes()
             .into_iter()
             .filter(|p| !p.is_stopped())

@@ -370,6 +370,7 @@ impl Service {
         tokio::spawn(async move {
             let pid = process.pid;
             let status = exit.wait(pid).await as u32;
+            process.set_ended();
             // The guest side of a terminal is closed now: the copy ends at once with what is
             // buffered.
             if let Some(done) = process.take_output_done() {
@@ -377,7 +378,10 @@ impl Service {
             }
             // What it wrote is read before anyone hears of the exit (see `OUTPUT_READ_LIMIT`).
             let unread_until = std::time::Instant::now() + OUTPUT_READ_LIMIT;
-            while process.output_unread() > 0 && std::time::Instant::now() < unread_until {
+            while process.output_unread() > 0
+                && !process.output_abandoned()
+                && std::time::Instant::now() < unread_until
+            {
                 tokio::time::sleep(std::time::Duration::from_millis(2)).await;
             }
             // A guest that died while Start waited for its module: TaskStart goes first.
@@ -477,6 +481,7 @@ impl Service {
             return self.delete_exec(id, exec_id).await;
         }
         let container = self.container(id)?;
+        container.init.settle_ended().await;
         container.check_deletable(exec_id)?;
         stop_if_never_started(&container.init).await;
         {
@@ -517,6 +522,7 @@ impl Service {
     async fn delete_exec(&self, id: &str, exec_id: &str) -> Result<(u32, ExitInfo)> {
         let container = self.container(id)?;
         let process = container.process(exec_id)?;
+        process.settle_ended().await;
         crate::container::check_deletable(id, &process)?;
         stop_if_never_started(&process).await;
         container.remove_exec(exec_id)?;
@@ -709,7 +715,9 @@ impl Service {
     }
 
     /// containerd asks the shim to exit; it does once no container is left, after the
-    /// events it queued have reached containerd.
+    /// events it queued have reached containerd. The answer comes at once: containerd gives
+    /// Shutdown 3 s, and may call it while it cannot take events (it cleans up shims before it
+    /// listens, after a restart), so the flush runs after the reply.
     pub async fn shutdown(&self) {
         let left = self.map().len();
         if left > 0 {
@@ -717,8 +725,11 @@ impl Service {
             return;
         }
         info!("shutdown: no containers left, exiting");
-        self.events.flush().await;
-        self.exit.signal();
+        let (events, exit) = (self.events.clone(), self.exit.clone());
+        tokio::spawn(async move {
+            events.flush().await;
+            exit.signal();
+        });
     }
 }
 

@@ -63,6 +63,10 @@ impl Shim for WasmShim {
     /// address is derived from the grouping id, so a second container of a pod finds it.
     async fn start_shim(&mut self, opts: StartOpts) -> containerd_shim::Result<String> {
         let grouping = grouping_id(&self.bundle).unwrap_or_else(|| opts.id.clone());
+        discard_runtime_options_on_stdin().map_err(|e| containerd_shim::Error::IoError {
+            context: "replace start's stdin (the runtime options) with /dev/null".into(),
+            err: e,
+        })?;
         let address = spawn(opts, &grouping, Vec::new()).await?;
         // containerd reads the address back from the bundle when it reconnects.
         std::fs::write(self.bundle.join("address"), &address).map_err(|e| {
@@ -164,4 +168,17 @@ fn kill_leftover_guest(bundle: &Path, id: &str) -> Option<i32> {
         info!("delete: process {pid} is no longer the guest of {id}; left alone");
     }
     Some(pid)
+}
+
+/// containerd 1.7 and 2.x write the runtime's options table on `start`'s stdin (a
+/// `runtimeoptions.v1.Options` in an Any). The crate's `spawn` decodes whatever is there as
+/// runc's options without looking at the type, and would take the TOML body (field 3) for runc's
+/// `shim_cgroup` (also field 3), failing every start. The shim reads its options from Create
+/// instead (src/options.rs), so start drains them and leaves the crate an empty stdin.
+fn discard_runtime_options_on_stdin() -> std::io::Result<()> {
+    use std::io::Read;
+    let mut options = Vec::new();
+    std::io::stdin().read_to_end(&mut options)?;
+    let null = std::fs::File::open("/dev/null")?;
+    nix::unistd::dup2_stdin(&null).map_err(std::io::Error::from)
 }

@@ -590,7 +590,7 @@ struct EventStream {
 impl EventStream {
     fn start() -> EventStream {
         use std::io::BufRead;
-        let mut child = Command::new("ctr")
+        let mut child = Command::new(common::ctr_binary())
             .arg("--address")
             .arg(&containerd().socket)
             .arg("events")

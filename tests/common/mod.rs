@@ -36,6 +36,17 @@ pub const CTR_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Containerd {
     pub dir: PathBuf,
     pub socket: PathBuf,
+    /// The daemon's major version (1 for 1.6/1.7, 2 for 2.x), from `ctr version`.
+    pub major: u32,
+}
+
+/// The `ctr` to run: `$CTR` (as for tests/harness/containerd.sh, e.g. the ctr of a containerd
+/// 2.x unpacked elsewhere), else the one on PATH. Each ctr matches its own daemon's messages.
+pub fn ctr_binary() -> String {
+    std::env::var("CTR")
+        .ok()
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| "ctr".into())
 }
 
 /// The containerd that `make test` started. Panics (never skips) when there is none, so a test
@@ -51,7 +62,7 @@ pub fn containerd() -> &'static Containerd {
                  `make test`, or start containerd yourself and export {DIR_ENV}=DIR."
             ),
         };
-        let c = Containerd { socket: dir.join("containerd.sock"), dir };
+        let mut c = Containerd { socket: dir.join("containerd.sock"), dir, major: 0 };
         let shim = c.shim_path();
         assert!(
             shim.exists(),
@@ -78,8 +89,19 @@ pub fn containerd() -> &'static Containerd {
             c.dir.display(),
             String::from_utf8_lossy(&out.stderr)
         );
+        c.major = server_major(&String::from_utf8_lossy(&out.stdout));
         c
     })
+}
+
+/// The major version in `ctr version`'s "Server:" section ("  Version:  2.1.9+unknown").
+fn server_major(version_output: &str) -> u32 {
+    let server = version_output.split("Server:").nth(1).unwrap_or_default();
+    server
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Version:"))
+        .and_then(|v| v.trim().split('.').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no server version in `ctr version`:\n{version_output}"))
 }
 
 /// `prefix-<pid>-<counter>-<time>`: unique across parallel tests and test binaries, and a valid
@@ -410,13 +432,18 @@ impl Containerd {
     }
 
     fn ctr_command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new("ctr");
+        let mut cmd = Command::new(ctr_binary());
         cmd.arg("--address").arg(&self.socket).args(args);
         cmd
     }
 
     fn ctr_command_line(&self, args: &[&str]) -> String {
-        let mut all = vec!["ctr", "--address", self.socket.to_str().unwrap_or("?")];
+        let ctr = ctr_binary();
+        let mut all = vec![
+            ctr.as_str(),
+            "--address",
+            self.socket.to_str().unwrap_or("?"),
+        ];
         all.extend_from_slice(args);
         shell_words(all)
     }
