@@ -13,7 +13,7 @@
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -24,13 +24,15 @@ use crate::cgroup::Cgroup;
 use crate::console::Console;
 use crate::error::{Error, Result};
 use crate::guest::GuestProcess;
-use crate::native::{NativeProcess, NativeRuntime};
+use crate::native::{NativeExec, NativeProcess, NativeRuntime};
 
 /// What runs a process: a wasm guest process of this shim, or runc (a native container).
 #[derive(Debug)]
 pub enum Runner {
     Guest(GuestProcess),
     Native(NativeProcess),
+    /// A process exec'd into a native container: runc runs it at Start.
+    NativeExec(Box<NativeExec>),
 }
 
 impl Runner {
@@ -38,6 +40,7 @@ impl Runner {
         match self {
             Runner::Guest(guest) => guest.pid,
             Runner::Native(native) => native.pid,
+            Runner::NativeExec(exec) => exec.pid(),
         }
     }
 
@@ -46,6 +49,7 @@ impl Runner {
         match self {
             Runner::Guest(guest) => guest.signal(signal),
             Runner::Native(native) => native.signal(signal),
+            Runner::NativeExec(exec) => exec.signal(signal),
         }
     }
 
@@ -54,6 +58,7 @@ impl Runner {
         match self {
             Runner::Guest(guest) => guest.start(load_wait),
             Runner::Native(native) => native.start(),
+            Runner::NativeExec(exec) => exec.start().map(drop),
         }
     }
 
@@ -63,6 +68,11 @@ impl Runner {
         if let Runner::Guest(guest) = self {
             guest.abandon();
         }
+    }
+
+    /// Whether no process exists (yet) for it: a native exec before runc ran it.
+    fn never_ran(&self) -> bool {
+        matches!(self, Runner::NativeExec(exec) if exec.is_unstarted())
     }
 }
 
@@ -96,7 +106,8 @@ enum State {
 /// One process of a container: its init process (exec processes come with `kubectl exec`).
 #[derive(Debug)]
 pub struct Process {
-    pub pid: i32,
+    /// Known from the start, but for a native exec: from its Start on.
+    pid: AtomicI32,
     pub stdio: StdioPaths,
     runner: Runner,
     state: Mutex<State>,
@@ -120,6 +131,10 @@ pub struct Process {
     exit_tx: watch::Sender<Option<ExitInfo>>,
 }
 
+/// The status recorded for a native exec that never ran (deleted before its Start, or runc
+/// could not run it): what a process killed before it did anything reports.
+pub const EXIT_NEVER_RAN: u32 = 137;
+
 /// How long a Delete of an ended process waits for its exit to be recorded: longer than the
 /// terminal drain the record may still wait for.
 const EXIT_RECORD_LIMIT: Duration = Duration::from_secs(10);
@@ -137,7 +152,7 @@ impl Process {
         output_holds: Vec<OwnedFd>,
     ) -> Process {
         Process {
-            pid: runner.pid(),
+            pid: AtomicI32::new(runner.pid()),
             stdio,
             runner,
             state: Mutex::new(State::Created),
@@ -150,6 +165,16 @@ impl Process {
             output_abandoned: AtomicBool::new(false),
             exit_tx: watch::channel(None).0,
         }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pid.load(Ordering::SeqCst)
+    }
+
+    /// Whether its exit must be watched from Start on (a native exec: runc runs it then);
+    /// every other process is watched from its creation.
+    pub fn runs_at_start(&self) -> bool {
+        self.runner.never_ran()
     }
 
     /// Attaches the task's terminal (see `console.rs`).
@@ -207,7 +232,7 @@ impl Process {
         if *state != from || self.is_stopped() {
             return Err(Error::FailedPrecondition(format!(
                 "process {} {otherwise}",
-                self.pid
+                self.pid()
             )));
         }
         *state = to;
@@ -239,7 +264,7 @@ impl Process {
         if let Some(why) = refused {
             return Err(Error::FailedPrecondition(format!(
                 "process {} {why}",
-                self.pid
+                self.pid()
             )));
         }
         *state = State::Starting;
@@ -252,6 +277,7 @@ impl Process {
     /// module that cannot run fails with the reason (see `GuestProcess::start`).
     pub fn finish_start(&self, load_wait: std::time::Duration) -> Result<()> {
         let started = self.runner.start(load_wait);
+        self.pid.store(self.runner.pid(), Ordering::SeqCst);
         *lock(&self.state) = if started.is_ok() {
             State::Running
         } else {
@@ -271,9 +297,13 @@ impl Process {
         let _ = starting.wait_for(|s| !*s).await;
     }
 
-    /// A process deleted before it was started must never run: its guest exits.
+    /// A process deleted before it was started must never run: its guest exits; a native
+    /// exec that runc never ran ends here, with the status of a killed process.
     pub fn abandon(&self) {
         self.runner.abandon();
+        if self.runner.never_ran() {
+            self.set_exited(EXIT_NEVER_RAN, SystemTime::now());
+        }
     }
 
     /// The process has ended: its exit is about to be recorded.
@@ -326,7 +356,7 @@ impl Process {
     /// that reused the pid.
     pub fn kill(&self, signal: u32) -> Result<()> {
         if self.is_stopped() {
-            return Err(finished(self.pid));
+            return Err(finished(self.pid()));
         }
         let signal = i32::try_from(signal)
             .ok()
@@ -335,8 +365,8 @@ impl Process {
         match self.runner.signal(signal) {
             Ok(()) => Ok(()),
             // Exited, maybe not yet reaped: the exit is on its way.
-            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Err(finished(self.pid)),
-            Err(e) => Err(Error::io(format!("kill process {}", self.pid), e)),
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Err(finished(self.pid())),
+            Err(e) => Err(Error::io(format!("kill process {}", self.pid()), e)),
         }
     }
 
@@ -426,7 +456,7 @@ impl Container {
         self.processes()
             .into_iter()
             .filter(|p| !p.is_stopped())
-            .map(|p| p.pid as u32)
+            .map(|p| p.pid() as u32)
             .collect()
     }
 

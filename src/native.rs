@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 
-use runc::options::{CreateOpts, DeleteOpts, KillOpts};
+use runc::options::{CreateOpts, DeleteOpts, ExecOpts, KillOpts};
 use runc::{Io, Runc, Spawner};
 
 use crate::error::{Error, Result};
@@ -69,6 +69,27 @@ pub struct NativeProcess {
     runtime: NativeRuntime,
 }
 
+/// A process exec'd into a native container (`kubectl exec` into a sidecar): runc runs it
+/// at Start, as containerd's runc shim does, since `runc exec` starts it at once.
+#[derive(Debug)]
+pub struct NativeExec {
+    runtime: NativeRuntime,
+    id: String,
+    exec_id: String,
+    process: oci_spec::runtime::Process,
+    stdio: std::sync::Mutex<Option<NativeStdio>>,
+    started: std::sync::OnceLock<ExecProcess>,
+}
+
+/// An exec'd process once runc has started it. Its pidfd is opened after `runc exec`
+/// returns, so a process that has already exited (and been reaped) has none: its exit is
+/// on the subscription made before runc ran.
+#[derive(Debug)]
+struct ExecProcess {
+    pid: i32,
+    pidfd: Option<OwnedFd>,
+}
+
 impl NativeRuntime {
     /// runc for containerd's `namespace`, logging into `bundle`; `systemd` when the spec's
     /// cgroupsPath is systemd's `slice:prefix:name`.
@@ -106,12 +127,7 @@ impl NativeRuntime {
         self.runc
             .create(id, &self.bundle, Some(&opts))
             .map_err(|e| self.failed("create", e))?;
-        let pid: i32 = std::fs::read_to_string(&pid_file)
-            .ok()
-            .and_then(|p| p.trim().parse().ok())
-            .ok_or_else(|| {
-                Error::Internal(format!("runc create left no pid in {}", pid_file.display()))
-            })?;
+        let pid = read_pid_file(&pid_file, "create")?;
         let pidfd = spawn::open_pidfd(pid)
             .map_err(|e| Error::io(format!("hold the init process {pid} of {id}"), e))?;
         Ok(NativeProcess {
@@ -119,6 +135,45 @@ impl NativeRuntime {
             pidfd,
             id: id.to_string(),
             runtime: self.clone(),
+        })
+    }
+
+    /// `runc exec --detach`: `process` runs in container `id` (its namespaces, cgroup,
+    /// confinement by the process spec, with the container's seccomp), at once. Blocking.
+    fn exec(
+        &self,
+        id: &str,
+        exec_id: &str,
+        process: &oci_spec::runtime::Process,
+        stdio: NativeStdio,
+    ) -> Result<ExecProcess> {
+        // containerd's exec ids are its own identifiers; the file name keeps only what is safe.
+        let name: String = exec_id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let pid_file = self.bundle.join(format!("exec-{name}.pid"));
+        let opts = ExecOpts {
+            io: Some(Arc::new(stdio)),
+            pid_file: Some(pid_file.clone()),
+            console_socket: None,
+            detach: true,
+        };
+        self.runc
+            .exec(id, process, Some(&opts))
+            .map_err(|e| self.failed("exec", e))?;
+        let pid = read_pid_file(&pid_file, "exec");
+        let _ = std::fs::remove_file(&pid_file);
+        let pid = pid?;
+        Ok(ExecProcess {
+            pid,
+            pidfd: spawn::open_pidfd(pid).ok(),
         })
     }
 
@@ -189,6 +244,73 @@ impl NativeProcess {
     pub fn runtime(&self) -> &NativeRuntime {
         &self.runtime
     }
+}
+
+impl NativeExec {
+    pub fn new(
+        runtime: NativeRuntime,
+        id: &str,
+        exec_id: &str,
+        process: oci_spec::runtime::Process,
+        stdio: NativeStdio,
+    ) -> NativeExec {
+        NativeExec {
+            runtime,
+            id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            process,
+            stdio: std::sync::Mutex::new(Some(stdio)),
+            started: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The pid, once started (0 before, as containerd shows an exec not yet started).
+    pub fn pid(&self) -> i32 {
+        self.started.get().map_or(0, |p| p.pid)
+    }
+
+    /// `runc exec`: the process runs from now on. Blocking; call it once, with a subscription
+    /// to exits already made.
+    pub fn start(&self) -> Result<i32> {
+        let stdio = self
+            .stdio
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .ok_or_else(|| {
+                Error::FailedPrecondition(format!("exec {} was already started", self.exec_id))
+            })?;
+        let started = self
+            .runtime
+            .exec(&self.id, &self.exec_id, &self.process, stdio)?;
+        let pid = started.pid;
+        let _ = self.started.set(started);
+        Ok(pid)
+    }
+
+    /// Sends `signal` to the exec'd process itself; ESRCH before it started or after it
+    /// ended.
+    pub fn signal(&self, signal: i32) -> std::io::Result<()> {
+        match self.started.get().and_then(|p| p.pidfd.as_ref()) {
+            Some(pidfd) => spawn::signal_pidfd(pidfd, signal),
+            None => Err(std::io::Error::from_raw_os_error(libc::ESRCH)),
+        }
+    }
+
+    /// Whether runc has not run it (yet).
+    pub fn is_unstarted(&self) -> bool {
+        self.started.get().is_none()
+    }
+}
+
+/// The pid runc wrote for `what` (create, exec).
+fn read_pid_file(pid_file: &Path, what: &str) -> Result<i32> {
+    std::fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|p| p.trim().parse().ok())
+        .ok_or_else(|| {
+            Error::Internal(format!("runc {what} left no pid in {}", pid_file.display()))
+        })
 }
 
 /// Runs the runc binary and takes its exit status from the containerd-shim crate's reaper:

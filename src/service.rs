@@ -19,11 +19,12 @@ use crate::cgroup::Cgroup;
 use crate::container::{Container, ExitInfo, Process, Runner, StdioPaths};
 use crate::engine::cache::ModuleCache;
 use crate::engine::wasmer::engine_key;
+use crate::engine::EXIT_NOT_RUNNABLE;
 use crate::error::{Error, IoContext, Result};
 use crate::events::{timestamp, Events};
 use crate::guest::exit::ExitWatch;
 use crate::guest::{GuestFds, GuestProcess};
-use crate::native::{NativeRuntime, NativeStdio};
+use crate::native::{NativeExec, NativeRuntime, NativeStdio};
 use crate::options::RuntimeOptions;
 use crate::spec::{CacheUse, Plan, RunPlan};
 use crate::{console, module, rootfs, spec, stdio};
@@ -184,7 +185,7 @@ impl Service {
                 return Err(e);
             }
         };
-        let pid = init.pid as u32;
+        let pid = init.pid() as u32;
         info!("create id={} pid={pid} bundle={}", req.id, bundle.display());
         let container = Arc::new(Container {
             id: req.id.clone(),
@@ -256,7 +257,7 @@ impl Service {
                 return Err(e);
             }
         };
-        write_identity_file(bundle, init.pid);
+        write_identity_file(bundle, init.pid());
         Ok(Created {
             init,
             cgroup,
@@ -368,7 +369,7 @@ impl Service {
         let exec_id = exec_id.to_string();
         let events = self.events.clone();
         tokio::spawn(async move {
-            let pid = process.pid;
+            let pid = process.pid();
             let status = exit.wait(pid).await as u32;
             process.set_ended();
             // The guest side of a terminal is closed now: the copy ends at once with what is
@@ -413,13 +414,18 @@ impl Service {
     pub async fn start(&self, id: &str, exec_id: &str) -> Result<u32> {
         let container = self.container(id)?;
         let process = container.process(exec_id)?.clone();
+        // A native exec's process comes to be in this Start: its exit is watched from before.
+        let exit = match process.runs_at_start() {
+            true => Some(ExitWatch::subscribe().await?),
+            false => None,
+        };
         process.begin_start()?;
         let starting = process.clone();
         let started = tokio::task::spawn_blocking(move || starting.finish_start(START_LOAD_WAIT))
             .await
             .map_err(|e| Error::Internal(format!("start task failed: {e}")))
             .and_then(|r| r);
-        let pid = process.pid as u32;
+        let pid = process.pid() as u32;
         match &started {
             Ok(()) if exec_id.is_empty() => {
                 info!("start id={id} pid={pid}");
@@ -427,13 +433,20 @@ impl Service {
                 process.settle_start();
             }
             Ok(()) => {
+                if let Some(exit) = exit {
+                    self.watch_exit(&container, &process, exit, exec_id);
+                }
                 info!("start id={id} exec_id={exec_id} pid={pid}");
                 self.events.task_exec_started(id, exec_id, pid);
                 process.settle_start();
             }
             Err(e) => {
-                warn!("start id={id}: {e}");
+                warn!("start id={id} exec_id={exec_id}: {e}");
                 process.settle_start();
+                if process.runs_at_start() {
+                    // runc could not run it: as a program that cannot be executed.
+                    process.set_exited(EXIT_NOT_RUNNABLE as u32, SystemTime::now());
+                }
                 // The guest ends without running; answer once it has, so the task is STOPPED
                 // and the client's Delete goes through, as after runc's failed start.
                 end_unstarted(&process).await;
@@ -494,7 +507,7 @@ impl Service {
                 _ => return Err(Error::not_found_container(id)),
             }
         }
-        let pid = container.init.pid as u32;
+        let pid = container.init.pid() as u32;
         let exit = container.init.exit().unwrap_or(ExitInfo {
             status: EXIT_KILLED,
             at: SystemTime::now(),
@@ -534,7 +547,7 @@ impl Service {
             "delete id={id} exec_id={exec_id} exit_status={}",
             exit.status
         );
-        Ok((process.pid as u32, exit))
+        Ok((process.pid() as u32, exit))
     }
 
     /// Exec: a new process in the running container (`kubectl exec`, CRI's ExecSync, exec
@@ -565,30 +578,43 @@ impl Service {
             terminal: req.terminal,
         };
         let spec = spec::load_spec(&container.bundle)?;
-        let plan = spec::exec_plan(id, &spec, &process, &container.rootfs, container.init.pid)?;
-        let Plan::Wasm(plan) = plan else {
-            return Err(Error::Unimplemented(format!(
-                "exec of a native program ({}) is not supported by the wasm shim yet",
-                process.args().as_deref().unwrap_or_default().join(" ")
-            )));
+        let plan = spec::exec_plan(id, &spec, &process, &container.rootfs, container.init.pid())?;
+        let exec = match plan {
+            Plan::Wasm(plan) => self.exec_wasm(&container, plan, stdio).await?,
+            Plan::Native { .. } => exec_native(&container, exec_id, process, stdio).await?,
         };
+        if let Err(e) = container.add_exec(exec_id, exec.process.clone()) {
+            end_unstarted(&exec.process).await;
+            return Err(e);
+        }
+        if let Some(exit) = exec.exit {
+            self.watch_exit(&container, &exec.process, exit, exec_id);
+        }
+        info!("exec id={id} exec_id={exec_id} pid={}", exec.process.pid());
+        self.events.task_exec_added(id, exec_id);
+        Ok(())
+    }
+
+    /// A wasm exec: its guest, created now, joins the container and waits for Start.
+    async fn exec_wasm(
+        &self,
+        container: &Arc<Container>,
+        plan: Box<RunPlan>,
+        stdio: StdioPaths,
+    ) -> Result<Exec> {
         let options = self.options.get().cloned().unwrap_or_default();
         let placement = Placement {
             cgroup: container.cgroup.clone(),
             resources: None,
             ready_timeout: options.ready_timeout,
         };
-        let (exec, exit) = self
+        let (process, exit) = self
             .wasm_process(plan, &container.bundle, stdio, placement, &options)
             .await?;
-        if let Err(e) = container.add_exec(exec_id, exec.clone()) {
-            end_unstarted(&exec).await;
-            return Err(e);
-        }
-        self.watch_exit(&container, &exec, exit, exec_id);
-        info!("exec id={id} exec_id={exec_id} pid={}", exec.pid);
-        self.events.task_exec_added(id, exec_id);
-        Ok(())
+        Ok(Exec {
+            process,
+            exit: Some(exit),
+        })
     }
 
     pub async fn state(&self, id: &str, exec_id: &str) -> Result<StateResponse> {
@@ -597,7 +623,7 @@ impl Service {
         let mut resp = StateResponse {
             id: id.to_string(),
             bundle: container.bundle.display().to_string(),
-            pid: process.pid as u32,
+            pid: process.pid() as u32,
             status: process.status().into(),
             stdin: process.stdio.stdin.clone(),
             stdout: process.stdio.stdout.clone(),
@@ -711,7 +737,7 @@ impl Service {
 
     /// The init pid of a container, for Connect.
     pub async fn init_pid(&self, id: &str) -> Option<u32> {
-        self.container(id).ok().map(|c| c.init.pid as u32)
+        self.container(id).ok().map(|c| c.init.pid() as u32)
     }
 
     /// containerd asks the shim to exit; it does once no container is left, after the
@@ -742,6 +768,52 @@ async fn stop_if_never_started(process: &Arc<Process>) {
 
 /// Ends a guest that was never released: it is never started, and SIGKILL ends it if it is
 /// still setting up or compiling. Returns once its exit is recorded.
+/// An exec process, and the watch on its exit when it already exists.
+struct Exec {
+    process: Arc<Process>,
+    exit: Option<ExitWatch>,
+}
+
+/// An exec into a native container: runc runs it at Start (see `NativeExec`), in the
+/// container's namespaces and cgroup, confined by the exec's process spec.
+async fn exec_native(
+    container: &Arc<Container>,
+    exec_id: &str,
+    process: oci_spec::runtime::Process,
+    stdio: StdioPaths,
+) -> Result<Exec> {
+    let Some(runtime) = container.native.clone() else {
+        return Err(Error::InvalidArgument(format!(
+            "{} is a native program, and container {} runs a wasm module: exec a module of its rootfs",
+            process.args().as_deref().unwrap_or_default().join(" "),
+            container.id
+        )));
+    };
+    if stdio.terminal {
+        return Err(Error::Unimplemented(
+            "a terminal for an exec into a native container is not supported by the wasm shim yet"
+                .into(),
+        ));
+    }
+    let opened = open_stdio(&stdio).await?;
+    let native_stdio = NativeStdio {
+        stdin: opened.stdin,
+        stdout: opened.stdout,
+        stderr: opened.stderr,
+    };
+    let exec = NativeExec::new(runtime, &container.id, exec_id, process, native_stdio);
+    let process = Process::new(
+        Runner::NativeExec(Box::new(exec)),
+        stdio,
+        opened.stdin_hold,
+        opened.output_holds,
+    );
+    Ok(Exec {
+        process: Arc::new(process),
+        exit: None,
+    })
+}
+
 async fn end_unstarted(process: &Arc<Process>) {
     process.abandon();
     let _ = process.kill(libc::SIGKILL as u32);

@@ -48,6 +48,7 @@ fn probe_image() -> &'static str {
             guests_dir().join("probe-c.wasm").display()
         );
         let sleeper = format!("{}:/sleeper", guests_dir().join("sleeper").display());
+        let nprobe = format!("{}:/nprobe", guests_dir().join("nprobe").display());
         let extra = [
             "--entrypoint",
             "/probe.wasm",
@@ -55,6 +56,8 @@ fn probe_image() -> &'static str {
             &c_probe,
             "--add",
             &sleeper,
+            "--add",
+            &nprobe,
             "--add",
             &bin,
             "--add",
@@ -1057,5 +1060,94 @@ fn exec_runs_a_module_inside_the_running_container() {
     containerd().ctr_ok(&["-n", NS, "tasks", "kill", "--signal", "SIGKILL", &id]);
     running.wait().assert_code(137);
     remove_detached_fifos(&id);
+    containerd().assert_no_debris(NS, &id);
+}
+
+#[test]
+fn exec_into_a_native_container_runs_the_program_there_under_runc() {
+    let id = unique_id("exec-native");
+    containerd().run_detached(NS, probe_image(), &id, &["/sleeper", "600"]);
+    let init = task_pid(&id);
+    let exec = |exec_id: &str, args: &[&str]| {
+        let mut all = vec!["-n", NS, "tasks", "exec", "--exec-id", exec_id, &id];
+        all.extend_from_slice(args);
+        containerd().ctr(&all)
+    };
+    let out = exec("e1", &["/nprobe", "echo", "inside"]);
+    assert_eq!(
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).as_ref()
+        ),
+        (Some(0), "inside\n"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(exec("e2", &["/nprobe", "exit", "5"]).status.code(), Some(5));
+    // A long exec: in the container's mount namespace and cgroups, listed by ps, killed by
+    // its exec id while the init runs on.
+    containerd().ctr_ok(&[
+        "-n",
+        NS,
+        "tasks",
+        "exec",
+        "--detach",
+        "--exec-id",
+        "e3",
+        &id,
+        "/sleeper",
+        "600",
+    ]);
+    let listed = || -> Vec<i32> {
+        containerd()
+            .ctr_ok(&["-n", NS, "tasks", "ps", &id])
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let long = loop {
+        if let Some(pid) = listed().into_iter().find(|p| *p != init) {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "the exec never showed in ps");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let link = |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).unwrap();
+    assert_eq!(link(long), link(init), "the container's mount namespace");
+    let cgroup = |pid: i32| std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert_eq!(cgroup(long), cgroup(init), "the container's cgroups");
+    containerd().ctr_ok(&[
+        "-n",
+        NS,
+        "tasks",
+        "kill",
+        "--exec-id",
+        "e3",
+        "--signal",
+        "SIGKILL",
+        &id,
+    ]);
+    while listed().contains(&long) {
+        assert!(Instant::now() < deadline, "the killed exec is still listed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        listed().contains(&init),
+        "killing the exec left the init running"
+    );
+    containerd().ctr_ok(&["-n", NS, "tasks", "kill", "--signal", "SIGKILL", &id]);
+    while !containerd()
+        .ctr_ok(&["-n", NS, "tasks", "ls"])
+        .lines()
+        .any(|l| l.starts_with(&format!("{id} ")) && l.ends_with("STOPPED"))
+    {
+        assert!(Instant::now() < deadline, "the init never stopped");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    containerd().ctr_ok(&["-n", NS, "tasks", "delete", &id]);
+    containerd().ctr_ok(&["-n", NS, "containers", "delete", &id]);
+    common::remove_detached_fifos(&id);
     containerd().assert_no_debris(NS, &id);
 }

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the test guests into OUT_DIR (default: $CARGO_TARGET_DIR/guests, else target/guests
 # in the repository): hello.wasm, probe.wasm, probe-c.wasm (the C probe, always), the
-# wat/*.wat sources, which the image tool compiles itself, and `sleeper` and `pause`, static
-# native programs from native/. Prints one line saying how the guests were built; on failure prints the
+# wat/*.wat sources, which the image tool compiles itself, and `sleeper`, `pause`, `hello` and `nprobe`,
+# static native programs from native/. Prints one line saying how the guests were built; on failure prints the
 # build's output and exits non-zero.
 #
 #   tests/guests/build.sh [OUT_DIR]
@@ -141,6 +141,12 @@ cp "$here"/wat/*.wat "$out/"
 # the tests that compare a guest with what runc gives a native process under the same spec.
 quietly gcc -static -O2 -Wall -o "$out/sleeper" "$here/native/sleeper.c" ||
     give_up "the native sleeper (gcc -static)"
+# A static native program to exec into native containers (tests/cri.rs).
+quietly gcc -static -O2 -Wall -Wextra -o "$out/nprobe" "$here/native/nprobe.c" ||
+    give_up "the native nprobe (gcc -static)"
+# A static native hello, printing what hello.wasm prints: the benchmark's runc side (make bench).
+quietly gcc -static -O2 -Wall -Wextra -o "$out/hello" "$here/native/hello.c" ||
+    give_up "the native hello (gcc -static)"
 # And a static pause, for the pod sandboxes of the CRI tests (their pause image).
 quietly gcc -static -O2 -Wall -Wextra -o "$out/pause" "$here/native/pause.c" ||
     give_up "the native pause (gcc -static)"
