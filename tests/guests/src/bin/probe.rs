@@ -1,5 +1,6 @@
 // probe: a multi-tool guest that lets the shim's tests observe what a WASI module sees
-// (arguments, environment, filesystem, stdio, exit codes, traps, blocking and spinning).
+// (arguments, environment, filesystem, stdio, exit codes, traps, blocking and spinning), and
+// gives the benchmark a CPU-bound workload (`sieve N`).
 //
 // `probe SUBCOMMAND [ARGS...]`. Output is one item per line and nothing else, so tests
 // can compare it exactly. Every failure prints `error: <ErrorKind> <error>` on stderr and
@@ -62,6 +63,7 @@ fn main() {
             Ok(())
         }
         ("spin", []) => spin(),
+        ("sieve", [n]) => sieve(parse(n)),
         ("read-stdin-line", []) => {
             let mut line = String::new();
             io::stdin().lock().read_line(&mut line).map(|_| {
@@ -90,7 +92,7 @@ fn usage() -> ! {
     eprintln!(
         "usage: probe args | env | exit N | cat | read PATH | write PATH TEXT | \
          head PATH N | isatty N | append PATH TEXT | ls PATH | pwd | mkdir PATH | rm PATH | stat PATH | \
-         link EXISTING NEW | symlink TARGET PATH | set-mtime PATH SECS | stdout-lines N | stderr TEXT | sleep SECS | spin | read-stdin-line | \
+         link EXISTING NEW | symlink TARGET PATH | set-mtime PATH SECS | stdout-lines N | stderr TEXT | sleep SECS | spin | sieve N | read-stdin-line | \
          alloc-forever | panic"
     );
     exit(2);
@@ -253,6 +255,47 @@ fn spin() -> io::Result<()> {
         // black_box keeps the optimiser from proving the loop useless and removing it.
         x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
     }
+}
+
+/// The numbers the sieve of `sieve N` covers in its first round: a 1 MiB table, which stays in
+/// the CPU's caches, so the figure measures generated code rather than memory.
+const SIEVE_LIMIT: usize = 1 << 20;
+
+/// CPU-bound work for the benchmark (benches/side_by_side.rs): N rounds of a sieve of
+/// Eratosthenes, timed by the guest itself on the monotonic clock so that only the compute is
+/// measured, not the start. Prints two lines: a checksum of the prime counts (the same for
+/// every runtime, so a wrong result shows) and the elapsed nanoseconds.
+fn sieve(rounds: u64) -> io::Result<()> {
+    let started = std::time::Instant::now();
+    let mut flags = vec![0u8; SIEVE_LIMIT];
+    let mut checksum: u64 = 0;
+    for round in 0..rounds {
+        // A different limit each round, so no round's count can be reused for the next.
+        let limit = SIEVE_LIMIT - (round % 256) as usize;
+        let primes = count_primes(std::hint::black_box(&mut flags[..limit]));
+        checksum = checksum.wrapping_mul(31).wrapping_add(primes);
+    }
+    let elapsed = started.elapsed().as_nanos();
+    print_lines([checksum.to_string(), elapsed.to_string()])
+}
+
+/// The number of primes below `flags.len()`; `flags` is the sieve's scratch table.
+fn count_primes(flags: &mut [u8]) -> u64 {
+    let n = flags.len();
+    flags.fill(1);
+    flags[..2.min(n)].fill(0);
+    let mut i = 2;
+    while i * i < n {
+        if flags[i] == 1 {
+            let mut multiple = i * i;
+            while multiple < n {
+                flags[multiple] = 0;
+                multiple += i;
+            }
+        }
+        i += 1;
+    }
+    flags.iter().filter(|&&f| f == 1).count() as u64
 }
 
 /// Allocates and touches 1 MiB blocks until memory runs out. try_reserve turns the failed
