@@ -17,13 +17,18 @@ use nix::sys::memfd::{memfd_create, MFdFlags};
 
 use sha2::{Digest, Sha256};
 
-use crate::engine::cache::ModuleCache;
+use crate::engine::cache::{CompileLock, ModuleCache};
 use crate::error::{Error, IoContext, Result};
 use crate::spec::WASM_MAGIC;
 
 /// The largest artifact the shim accepts back from a guest (wasmer's output for the biggest
 /// real modules is a few hundred MB).
 const MAX_ARTIFACT_BYTES: u64 = 4 << 30;
+
+/// How long a Create waits for another container's compile of the same module before it
+/// compiles the module itself: the compile of a large module takes tens of seconds here, and
+/// kubelet gives CreateContainer two minutes.
+const COMPILE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What the guest gets for its module.
 #[derive(Debug)]
@@ -51,8 +56,16 @@ pub fn hand_off(
     let (sealed, digest) = sealed_copy(rootfs, module, max_bytes)?;
     let (cache_entry, artifact_out, store) = match cache {
         Some(cache) => {
-            let (out, store) = collect_artifact(cache, &digest)?;
-            (cache.open_entry(&digest), Some(out), Some(store))
+            let (entry, lock) = match entry_or_compile_lock(cache, &digest) {
+                Ok(entry) => {
+                    cache.touch(&entry);
+                    (Some(entry), None)
+                }
+                Err(lock) => (None, lock),
+            };
+            // Also on a hit: an entry that does not load is compiled again and replaced.
+            let (out, store) = collect_artifact(cache, &digest, lock)?;
+            (entry, Some(out), Some(store))
         }
         None => (None, None, None),
     };
@@ -147,20 +160,44 @@ fn sealed_copy(rootfs: &Path, module: &Path, max_bytes: u64) -> Result<(File, St
     Ok((sealed, digest))
 }
 
-fn collect_artifact(cache: &ModuleCache, digest: &str) -> Result<(OwnedFd, JoinHandle<()>)> {
+/// The cache entry of the module, or the right to compile it: while another container (of
+/// this shim or another) compiles the same module, waits for its entry rather than compiling
+/// it a second time, up to [`COMPILE_WAIT`].
+fn entry_or_compile_lock(
+    cache: &ModuleCache,
+    digest: &str,
+) -> std::result::Result<File, Option<CompileLock>> {
+    if let Some(entry) = cache.open_entry(digest) {
+        return Ok(entry);
+    }
+    let lock = cache.lock_compile(digest, COMPILE_WAIT);
+    if lock.is_none() {
+        log::warn!("module sha256:{digest} is still being compiled by another container after {COMPILE_WAIT:?}; compiling it here too");
+    }
+    cache.open_entry(digest).ok_or(lock)
+}
+
+/// The reader of the artifact a guest compiles, holding the compile of the module (`lock`)
+/// until the artifact is stored or the guest sent none.
+fn collect_artifact(
+    cache: &ModuleCache,
+    digest: &str,
+    lock: Option<CompileLock>,
+) -> Result<(OwnedFd, JoinHandle<()>)> {
     let (read, write) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).context(|| "create the artifact pipe".into())?;
     let cache = cache.clone();
     let digest = digest.to_string();
     let store = std::thread::Builder::new()
         .name("cache-store".into())
-        .spawn(
-            move || match cache.store_stream(&digest, File::from(read), MAX_ARTIFACT_BYTES) {
+        .spawn(move || {
+            match cache.store_stream(&digest, File::from(read), MAX_ARTIFACT_BYTES) {
                 Ok(true) => log::info!("stored compiled module sha256:{digest} in the cache"),
                 Ok(false) => {}
                 Err(e) => log::warn!("did not cache module sha256:{digest}: {e}"),
-            },
-        )
+            }
+            drop(lock);
+        })
         .context(|| "start the cache writer".into())?;
     Ok((write, store))
 }

@@ -27,6 +27,10 @@ pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// The largest module the shim copies for a guest (it passes through a memfd the shim makes).
 pub const DEFAULT_MAX_MODULE_BYTES: u64 = 1 << 30;
 
+/// The most the compiled-module cache keeps on disk; past it, the least recently used entries
+/// are removed (a large interpreter's artifact is around 100 MB).
+pub const DEFAULT_MAX_CACHE_BYTES: u64 = 4 << 30;
+
 /// The type containerd's CRI gives the options of a runtime it has no options type for.
 const RUNTIME_OPTIONS_TYPE: &str = "runtimeoptions.v1.Options";
 
@@ -42,6 +46,8 @@ pub struct RuntimeOptions {
     pub log_level: Option<log::LevelFilter>,
     /// See [`DEFAULT_MAX_MODULE_BYTES`] (`MaxModuleBytes`).
     pub max_module_bytes: u64,
+    /// See [`DEFAULT_MAX_CACHE_BYTES`] (`MaxCacheBytes`).
+    pub max_cache_bytes: u64,
 }
 
 impl Default for RuntimeOptions {
@@ -53,6 +59,7 @@ impl Default for RuntimeOptions {
             ready_timeout: DEFAULT_READY_TIMEOUT,
             log_level: None,
             max_module_bytes: DEFAULT_MAX_MODULE_BYTES,
+            max_cache_bytes: DEFAULT_MAX_CACHE_BYTES,
         }
     }
 }
@@ -65,6 +72,7 @@ struct OptionsTable {
     ready_timeout_seconds: Option<u64>,
     log_level: Option<String>,
     max_module_bytes: Option<u64>,
+    max_cache_bytes: Option<u64>,
     // containerd's own keys of the message, which may be in the table too.
     #[allow(dead_code)]
     type_url: Option<String>,
@@ -100,7 +108,7 @@ impl RuntimeOptions {
     pub fn from_toml(text: &str) -> Result<RuntimeOptions> {
         let table: OptionsTable = toml::from_str(text).map_err(|e| {
             Error::InvalidArgument(format!(
-                "the wasm runtime's options are not valid: {}; the keys are CacheDir, ReadyTimeoutSeconds, MaxModuleBytes and LogLevel",
+                "the wasm runtime's options are not valid: {}; the keys are CacheDir, MaxCacheBytes, ReadyTimeoutSeconds, MaxModuleBytes and LogLevel",
                 e.message()
             ))
         })?;
@@ -118,6 +126,9 @@ impl RuntimeOptions {
         }
         if let Some(max) = table.max_module_bytes {
             options.max_module_bytes = max;
+        }
+        if let Some(max) = table.max_cache_bytes {
+            options.max_cache_bytes = max;
         }
         if let Some(level) = table.log_level {
             let parsed = level.parse::<log::LevelFilter>().map_err(|_| {
@@ -179,12 +190,13 @@ mod tests {
     #[test]
     fn the_options_table_arrives_as_toml_in_the_body_or_a_file() {
         let body =
-            "CacheDir = \"/srv/wasm-cache\"\nReadyTimeoutSeconds = 5\nLogLevel = \"debug\"\nMaxModuleBytes = 1024\n";
+            "CacheDir = \"/srv/wasm-cache\"\nReadyTimeoutSeconds = 5\nLogLevel = \"debug\"\nMaxModuleBytes = 1024\nMaxCacheBytes = 2048\n";
         let options = RuntimeOptions::from_request(Some(&encoded("", body))).unwrap();
         assert_eq!(options.cache_dir, PathBuf::from("/srv/wasm-cache"));
         assert_eq!(options.ready_timeout, Duration::from_secs(5));
         assert_eq!(options.log_level, Some(log::LevelFilter::Debug));
         assert_eq!(options.max_module_bytes, 1024);
+        assert_eq!(options.max_cache_bytes, 2048);
 
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("wasm.toml");

@@ -151,6 +151,7 @@ impl Service {
         self.cache
             .get_or_init(|| {
                 ModuleCache::open(&options.cache_dir, &engine_key())
+                    .map(|cache| cache.with_limit(options.max_cache_bytes))
                     .map_err(|e| warn!("module cache disabled: {e}"))
                     .ok()
             })
@@ -276,16 +277,20 @@ impl Service {
         placement: Placement,
         options: &RuntimeOptions,
     ) -> Result<(Arc<Process>, ExitWatch)> {
-        let handoff = module::hand_off(
-            &plan.rootfs,
-            &plan.module,
-            self.cache(options),
-            options.max_module_bytes,
-        )?;
+        // Reading and hashing a big module takes a while: off the runtime's threads, so the
+        // pod's other containers are answered meanwhile.
+        let (rootfs, module_path) = (plan.rootfs.clone(), plan.module.clone());
+        let (cache, max_bytes) = (self.cache(options).cloned(), options.max_module_bytes);
+        let handoff = tokio::task::spawn_blocking(move || {
+            module::hand_off(&rootfs, &module_path, cache.as_ref(), max_bytes)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("module hand-off task failed: {e}")))??;
         plan.cache = CacheUse {
             entry: handoff.cache_entry.is_some(),
             store: handoff.artifact_out.is_some(),
         };
+        plan.module_digest = handoff.digest.clone();
         let log = open_log(bundle)?;
         let guest_stdio = open_stdio(&stdio).await?;
         let fds = GuestFds {

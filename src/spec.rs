@@ -47,6 +47,10 @@ pub struct RunPlan {
     /// Which cache descriptors the shim hands the guest (set by the shim at spawn).
     #[serde(default)]
     pub cache: CacheUse,
+    /// Hex sha256 of the module's bytes in the sealed memfd (set by the shim, which hashed
+    /// them as it copied them): the guest names its module by it and never hashes again.
+    #[serde(default)]
+    pub module_digest: String,
     /// The guest stops before it reports ready (tests of the ready timeout; see
     /// [`HANG_BEFORE_READY_ANNOTATION`]).
     #[serde(default)]
@@ -253,6 +257,7 @@ fn wasm_plan(id: &str, spec: &Spec, rootfs: &Path, invocation: Invocation) -> Re
             .and_then(|l| u64::try_from(l).ok())
             .filter(|l| *l > 0),
         cache: CacheUse::default(),
+        module_digest: String::new(),
         hang_before_ready: cfg!(debug_assertions)
             && spec
                 .annotations()

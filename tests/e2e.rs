@@ -646,6 +646,39 @@ fn a_second_run_of_a_module_loads_it_from_the_cache() {
 }
 
 #[test]
+fn containers_starting_a_new_module_together_compile_it_once() {
+    // A module no run has seen, big enough that its compile outlasts the other Creates.
+    let id = unique_id("once");
+    let module = work_dir().join(format!("{id}.wat"));
+    std::fs::write(&module, common::big_module_wat(&id, 40_000)).unwrap();
+    let digest = sha256_hex(&wat::parse_file(&module).unwrap());
+    let name = image(&format!("docker.io/library/e2e-{id}:latest"), &module, &[]);
+    let runs: Vec<_> = (0..3)
+        .map(|i| {
+            let (name, id) = (name.clone(), format!("{id}-{i}"));
+            std::thread::spawn(move || run(image_opts(&name, &id)))
+        })
+        .collect();
+    for r in runs {
+        r.join().unwrap().assert_code(0);
+    }
+    let log = std::fs::read_to_string(containerd().dir.join("containerd.log")).unwrap();
+    let compiled = log
+        .matches(&format!("compiled module sha256:{digest} ("))
+        .count();
+    let loaded = log
+        .matches(&format!(
+            "loaded compiled module sha256:{digest} from cache"
+        ))
+        .count();
+    assert_eq!(
+        (compiled, loaded),
+        (1, 2),
+        "one compile, two loads, in containerd.log"
+    );
+}
+
+#[test]
 fn a_corrupt_cache_entry_is_discarded_and_rebuilt() {
     let id = unique_id("corrupt");
     let module = work_dir().join(format!("{id}.wat"));

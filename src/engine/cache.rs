@@ -12,10 +12,14 @@
 //! it computed ([`ModuleCache::store_stream`]). So a hostile module can at worst spoil the
 //! entry of its own bytes.
 //!
-//! Loading an artifact runs its machine code, so a file is trusted only if it carries our
-//! header and the sha256 of its payload matches: a truncated or garbage file is detected and
-//! rebuilt. Writes go to a temporary file that is renamed into place, so several containers
-//! compiling the same new module at once each leave a whole file behind.
+//! Loading an artifact runs its machine code, so its integrity is settled when it is written:
+//! only the shim writes the directory, each entry goes to a temporary file that is synced and
+//! then renamed into place, so an entry is either absent or whole (several containers
+//! compiling the same new module at once each leave a whole file behind). A start maps the
+//! entry and checks what is cheap and catches a foreign or cut file: our header, the payload
+//! length it records against the file's size ([`map_entry`]); wasmer then checks its own
+//! header. The sha256 of the payload, recorded too, is checked by [`ModuleCache::get`] (not on
+//! the start path, where hashing a large artifact would cost more than loading it).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -24,14 +28,29 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-/// Marks a file as one of ours, and its layout version.
-const MAGIC: &[u8; 8] = b"CSWASM1\n";
+/// Marks a file as one of ours, and its layout version: magic, payload length (u64 LE),
+/// sha256 of the payload, payload.
+const MAGIC: &[u8; 8] = b"CSWASM2\n";
+const LEN_LEN: usize = 8;
 const DIGEST_LEN: usize = 32;
+const HEADER_LEN: usize = MAGIC.len() + LEN_LEN + DIGEST_LEN;
 
 /// The cache, rooted at one engine's directory.
 #[derive(Debug, Clone)]
 pub struct ModuleCache {
     dir: PathBuf,
+    /// The most the entries may take together; the least recently used go first.
+    max_bytes: u64,
+}
+
+/// The file whose byte ranges stand for modules being compiled (see
+/// [`ModuleCache::lock_compile`]).
+const COMPILE_LOCK_FILE: &str = "compile.lock";
+
+/// Holds the compile of one module for this process: dropped (closed), it is released.
+#[derive(Debug)]
+pub struct CompileLock {
+    _file: File,
 }
 
 /// Why a cache entry was not used.
@@ -52,7 +71,90 @@ impl ModuleCache {
             .mode(0o700)
             .create(&dir)
             .map_err(|e| annotate(e, "create module cache directory", &dir))?;
-        Ok(ModuleCache { dir })
+        Ok(ModuleCache {
+            dir,
+            max_bytes: u64::MAX,
+        })
+    }
+
+    /// The same cache, kept under `max_bytes` by evicting the least recently used entries.
+    pub fn with_limit(mut self, max_bytes: u64) -> ModuleCache {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// Marks an entry as used now (its mtime is the cache's clock for eviction).
+    pub fn touch(&self, entry: &File) {
+        let _ = entry.set_modified(std::time::SystemTime::now());
+    }
+
+    /// Takes the compile of `module_digest` for this process, waiting (up to `wait`) while
+    /// another container, of this shim or another, compiles the same module: then the caller
+    /// finds its entry and compiles nothing. `None` when the wait ran out (the caller
+    /// compiles anyway). An open-file-description lock on one byte of one file, chosen by the
+    /// digest: released by the kernel when the holder closes it or dies, however it ends.
+    pub fn lock_compile(
+        &self,
+        module_digest: &str,
+        wait: std::time::Duration,
+    ) -> Option<CompileLock> {
+        let path = self.dir.join(COMPILE_LOCK_FILE);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .ok()?;
+        // The first 12 hex digits of the digest pick the byte (a collision only means a wait).
+        let start = i64::from_str_radix(module_digest.get(..12).unwrap_or("0"), 16).unwrap_or(0);
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match lock_byte(&file, start) {
+                Ok(()) => return Some(CompileLock { _file: file }),
+                Err(e)
+                    if e.raw_os_error() != Some(libc::EAGAIN)
+                        && e.raw_os_error() != Some(libc::EACCES) =>
+                {
+                    return None
+                }
+                Err(_) if std::time::Instant::now() >= deadline => return None,
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            }
+        }
+    }
+
+    /// Removes the least recently used entries (oldest mtime first) until the rest fit in
+    /// the limit; `keep` stays whatever its size. A running guest that mapped a removed
+    /// entry keeps its pages.
+    fn evict(&self, keep: &Path) {
+        let Ok(dir) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        let mut entries: Vec<(std::time::SystemTime, u64, PathBuf)> = dir
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "bin"))
+            .filter_map(|p| {
+                let meta = fs::metadata(&p).ok()?;
+                Some((meta.modified().ok()?, meta.len(), p))
+            })
+            .collect();
+        let mut total: u64 = entries.iter().map(|(_, len, _)| len).sum();
+        entries.sort();
+        for (_, len, path) in entries {
+            if total <= self.max_bytes {
+                break;
+            }
+            if path != keep && fs::remove_file(&path).is_ok() {
+                log::info!(
+                    "evicted {} ({len} bytes) from the module cache",
+                    path.display()
+                );
+                total -= len;
+            }
+        }
     }
 
     /// The path an artifact for `module_digest` (hex sha256 of the module bytes) lives at.
@@ -95,7 +197,9 @@ impl ModuleCache {
                 artifact.len()
             )));
         }
-        self.put(module_digest, &artifact).map(|_| true)
+        let path = self.put(module_digest, &artifact)?;
+        self.evict(&path);
+        Ok(true)
     }
 
     /// Returns the verified artifact bytes for a module, or why there are none.
@@ -152,23 +256,57 @@ fn write_file(tmp: &Path, artifact: &[u8]) -> std::io::Result<()> {
         .map_err(|e| annotate(e, "create cache entry", tmp))?;
     let digest = Sha256::digest(artifact);
     file.write_all(MAGIC)
+        .and_then(|()| file.write_all(&(artifact.len() as u64).to_le_bytes()))
         .and_then(|()| file.write_all(&digest))
         .and_then(|()| file.write_all(artifact))
         .and_then(|()| file.sync_all())
         .map_err(|e| annotate(e, "write cache entry", tmp))
 }
 
-/// Checks our header and digest; returns the payload or what is wrong with the file.
-pub fn unwrap_entry(mut data: Vec<u8>) -> Result<Vec<u8>, String> {
-    let header = MAGIC.len() + DIGEST_LEN;
-    if data.len() < header || &data[..MAGIC.len()] != MAGIC {
+/// A non-blocking write lock on one byte of `file`, owned by its open file description.
+fn lock_byte(file: &File, start: i64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: an all-zero flock is a valid value of this plain C struct.
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = libc::F_WRLCK as libc::c_short;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    lock.l_start = start;
+    lock.l_len = 1;
+    // SAFETY: fcntl reads the flock through the pointer, which outlives the call.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &lock) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Checks our header and the recorded length against the entry's size; returns the
+/// payload's range.
+fn check_header(data: &[u8]) -> Result<std::ops::Range<usize>, String> {
+    if data.len() < HEADER_LEN || &data[..MAGIC.len()] != MAGIC {
         return Err(format!(
             "not a cache entry ({} bytes, bad header)",
             data.len()
         ));
     }
-    let expected = data[MAGIC.len()..header].to_vec();
-    let payload = data.split_off(header);
+    let mut len = [0u8; LEN_LEN];
+    len.copy_from_slice(&data[MAGIC.len()..MAGIC.len() + LEN_LEN]);
+    let len = u64::from_le_bytes(len);
+    let actual = (data.len() - HEADER_LEN) as u64;
+    if len != actual {
+        return Err(format!(
+            "truncated: the header says {len} payload bytes, the file has {actual}"
+        ));
+    }
+    Ok(HEADER_LEN..data.len())
+}
+
+/// Checks our header, length and digest; returns the payload or what is wrong with the file.
+pub fn unwrap_entry(mut data: Vec<u8>) -> Result<Vec<u8>, String> {
+    let payload = check_header(&data)?;
+    let expected = data[HEADER_LEN - DIGEST_LEN..HEADER_LEN].to_vec();
+    let payload = data.split_off(payload.start);
     if Sha256::digest(&payload).as_slice() != expected.as_slice() {
         return Err(format!(
             "digest mismatch over {} payload bytes",
@@ -176,6 +314,16 @@ pub fn unwrap_entry(mut data: Vec<u8>) -> Result<Vec<u8>, String> {
         ));
     }
     Ok(payload)
+}
+
+/// The payload of an entry the shim opened, mapped (not read: the pages are the page cache's,
+/// shared by every container that loads the same artifact), after the cheap checks above.
+pub fn map_entry(entry: &File) -> Result<bytes::Bytes, String> {
+    // SAFETY: the entry is never written in place (entries are replaced by rename), so the
+    // mapped file does not change under the mapping; it is mapped read-only and private.
+    let map = unsafe { memmap2::Mmap::map(entry) }.map_err(|e| format!("unmappable: {e}"))?;
+    let payload = check_header(&map)?;
+    Ok(bytes::Bytes::from_owner(map).slice(payload))
 }
 
 fn unique_suffix() -> u64 {
@@ -224,11 +372,99 @@ mod tests {
         let path = cache.put("m", &[7u8; 4096]).unwrap();
         let whole = fs::read(&path).unwrap();
         fs::write(&path, &whole[..whole.len() - 100]).unwrap();
+        let cut = File::open(&path).unwrap();
+        assert_eq!(
+            map_entry(&cut).unwrap_err(),
+            "truncated: the header says 4096 payload bytes, the file has 3996"
+        );
+        assert!(matches!(cache.get("m"), Err(Miss::Corrupt(why)) if why.contains("truncated")));
+        assert!(!path.exists(), "a corrupt entry must be removed");
+        let mut flipped = whole.clone();
+        flipped[HEADER_LEN + 10] ^= 1;
+        fs::write(&path, &flipped).unwrap();
         assert!(matches!(cache.get("m"), Err(Miss::Corrupt(why)) if why.contains("digest")));
         assert!(!path.exists(), "a corrupt entry must be removed");
         fs::write(&path, b"garbage").unwrap();
         assert!(matches!(cache.get("m"), Err(Miss::Corrupt(why)) if why.contains("header")));
         assert_eq!(cache.get("m"), Err(Miss::Absent));
+    }
+
+    #[test]
+    fn a_start_maps_exactly_the_stored_payload() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ModuleCache::open(dir.path(), "k").unwrap();
+        cache.put("m", b"machine code").unwrap();
+        let mapped = map_entry(&cache.open_entry("m").unwrap()).unwrap();
+        assert_eq!(&mapped[..], b"machine code");
+        let garbage = dir.path().join("garbage");
+        fs::write(&garbage, b"CSWASM1\nold layout").unwrap();
+        assert!(map_entry(&File::open(&garbage).unwrap())
+            .unwrap_err()
+            .contains("bad header"));
+    }
+
+    #[test]
+    fn one_compile_of_a_module_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ModuleCache::open(dir.path(), "k").unwrap();
+        let wait = std::time::Duration::from_millis(200);
+        let held = cache.lock_compile("abcdef012345aa", wait).unwrap();
+        // Another holder (another shim: locks belong to open files, so a thread shows it).
+        let other = cache.clone();
+        let started = std::time::Instant::now();
+        let waited = std::thread::spawn(move || other.lock_compile("abcdef012345aa", wait))
+            .join()
+            .unwrap();
+        assert!(waited.is_none(), "the compile is held");
+        assert!(started.elapsed() >= wait, "it waited for the holder");
+        let another_module = cache.clone();
+        assert!(
+            std::thread::spawn(move || another_module.lock_compile("99", wait))
+                .join()
+                .unwrap()
+                .is_some()
+        );
+        drop(held);
+        let other = cache.clone();
+        assert!(
+            std::thread::spawn(move || other.lock_compile("abcdef012345aa", wait))
+                .join()
+                .unwrap()
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn the_least_recently_used_entries_go_past_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ModuleCache::open(dir.path(), "k")
+            .unwrap()
+            .with_limit(10_000);
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        for (i, name) in ["a", "b", "c"].iter().enumerate() {
+            let path = cache.put(name, &[0u8; 3000]).unwrap();
+            let at = old + std::time::Duration::from_secs(i as u64 * 60);
+            File::options()
+                .append(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(at)
+                .unwrap();
+        }
+        // "a" is the oldest, but used since: "b" is now the least recently used.
+        cache.touch(&cache.open_entry("a").unwrap());
+        let artifact = [1u8; 3000];
+        let stream = [(artifact.len() as u64).to_le_bytes().as_slice(), &artifact].concat();
+        assert!(cache.store_stream("d", stream.as_slice(), 1 << 20).unwrap());
+        let left: Vec<bool> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|n| cache.entry_path(n).exists())
+            .collect();
+        assert_eq!(
+            left,
+            [true, false, true, true],
+            "4 x 3,048 bytes over 10,000: b goes"
+        );
     }
 
     #[test]

@@ -5,7 +5,6 @@
 //! mounts and keeps symlinks inside).
 
 use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,7 +18,7 @@ use wasmer_wasix::{
     PluggableRuntime, WasiEnv, WasiEnvBuilder, WasiError, WasiFs, WasiInodes, VIRTUAL_ROOT_FD,
 };
 
-use super::cache::{digest_hex, unwrap_entry};
+use super::cache::{digest_hex, map_entry};
 use super::container_fs::ContainerFs;
 use super::stdio::StdioFile;
 use super::wasi_fixes::{WasiFixes, FILE_ONLY_RIGHTS};
@@ -31,9 +30,10 @@ pub const WASMER_VERSION: &str = "7.4.2";
 /// Frames of the wasm backtrace written after a trap; deeper ones add nothing for a reader.
 const MAX_TRACE_FRAMES: usize = 16;
 
-/// A compiled module, ready to instantiate.
+/// A compiled module, ready to instantiate, and the engine that holds its code.
 pub struct LoadedModule {
     module: Module,
+    engine: Engine,
     /// `sha256:<hex>` of the module bytes, for log lines.
     pub digest: String,
     /// Whether this load compiled the module (false: it came from the cache).
@@ -41,19 +41,15 @@ pub struct LoadedModule {
 }
 
 pub struct WasmerEngine {
-    engine: Engine,
+    memory_cap: Option<wasmer::Pages>,
     runtime: tokio::runtime::Runtime,
 }
 
 impl WasmerEngine {
-    /// An engine with cranelift, for the host's CPU (what [`engine_key`] describes). With a
-    /// `memory_cap`, no linear memory grows past it (see `memory_cap`).
+    /// Engines for the host's CPU (what [`engine_key`] describes): cranelift to compile, a
+    /// headless one (no compiler built) to load a cached artifact. With a `memory_cap`, no
+    /// linear memory grows past it (see `memory_cap`).
     pub fn new(memory_cap: Option<wasmer::Pages>) -> std::io::Result<WasmerEngine> {
-        let mut engine = Engine::default();
-        if let Some(max) = memory_cap {
-            use wasmer::sys::NativeEngineExt;
-            engine.set_tunables(super::memory_cap::MemoryCap::new(max));
-        }
         // wasmer-wasix needs a tokio runtime for its file system and task manager. One worker
         // is enough: the guest's own code runs on the thread that calls `run`.
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -64,24 +60,56 @@ impl WasmerEngine {
             .enable_io()
             .enable_time()
             .build()?;
-        Ok(WasmerEngine { engine, runtime })
+        Ok(WasmerEngine {
+            memory_cap,
+            runtime,
+        })
     }
 
-    /// The compiled module for `bytes`: from `cached` (a cache entry the shim opened for this
-    /// module's digest) when it verifies and loads, else compiled.
-    /// A module that is not a WASI command (no `_start`) is refused here, before Start.
+    /// An engine: with cranelift to compile, headless to load an artifact.
+    fn engine(&self, compiler: bool) -> Engine {
+        use wasmer::sys::NativeEngineExt;
+        let mut engine = if compiler {
+            Engine::default()
+        } else {
+            <Engine as NativeEngineExt>::headless()
+        };
+        if let Some(max) = self.memory_cap {
+            engine.set_tunables(super::memory_cap::MemoryCap::new(max));
+        }
+        engine
+    }
+
+    /// The compiled module for `bytes`: from `cached` when it loads, else compiled.
     pub fn load(&self, bytes: &[u8], cached: Option<File>) -> Result<LoadedModule, String> {
-        let digest = format!("sha256:{}", digest_hex(bytes));
-        if let Some(module) = cached.and_then(|entry| self.load_cached(entry, &digest)) {
+        let digest = digest_hex(bytes);
+        self.load_from(&digest, cached, || Ok(bytes.to_vec()))
+    }
+
+    /// The compiled module whose bytes hash to `digest` (hex sha256, computed by the shim):
+    /// from `cached` (the cache entry the shim opened for that digest) when it loads, else
+    /// compiled from the bytes `read` gives, which are only read then.
+    /// A module that is not a WASI command (no `_start`) is refused here, before Start.
+    pub fn load_from(
+        &self,
+        digest: &str,
+        cached: Option<File>,
+        read: impl FnOnce() -> Result<Vec<u8>, String>,
+    ) -> Result<LoadedModule, String> {
+        let digest = format!("sha256:{digest}");
+        if let Some((module, engine)) = cached.and_then(|entry| self.load_cached(entry, &digest)) {
             check_command(&module)?;
             return Ok(LoadedModule {
                 module,
+                engine,
                 digest,
                 compiled: false,
             });
         }
+        let bytes = read()?;
         let started = Instant::now();
-        let module = Module::new(&self.engine, bytes)
+        let engine = self.engine(true);
+        let module = Module::new(&engine, &bytes)
             .map_err(|e| format!("the module does not compile: {e}"))?;
         info!(
             "compiled module {digest} ({} bytes) in {} ms",
@@ -91,35 +119,33 @@ impl WasmerEngine {
         check_command(&module)?;
         Ok(LoadedModule {
             module,
+            engine,
             digest,
             compiled: true,
         })
     }
 
-    fn load_cached(&self, mut entry: File, digest: &str) -> Option<Module> {
+    fn load_cached(&self, entry: File, digest: &str) -> Option<(Module, Engine)> {
         let started = Instant::now();
-        let mut data = Vec::new();
-        let artifact = match entry
-            .read_to_end(&mut data)
-            .map_err(|e| format!("unreadable: {e}"))
-            .and_then(|_| unwrap_entry(data))
-        {
+        let artifact = match map_entry(&entry) {
             Ok(artifact) => artifact,
             Err(why) => {
                 warn!("discarded corrupt cache entry for module {digest}: {why}");
                 return None;
             }
         };
+        let engine = self.engine(false);
         // SAFETY: the entry is the one the shim keeps for this module's digest under this
-        // engine's key, written only by the shim (guests cannot write the cache), and its sha256
-        // was just verified, so it is a whole artifact this engine produced for these bytes.
-        match unsafe { Module::deserialize(&self.engine, artifact) } {
+        // engine's key, written whole (synced, then renamed into place) only by the shim
+        // (guests cannot write the cache), and its header and length were just checked, so it
+        // is a whole artifact this engine produced for these bytes.
+        match unsafe { Module::deserialize(&engine, artifact) } {
             Ok(module) => {
                 info!(
                     "loaded compiled module {digest} from cache in {} ms",
                     started.elapsed().as_millis()
                 );
-                Some(module)
+                Some((module, engine))
             }
             Err(e) => {
                 warn!("discarded corrupt cache entry for module {digest}: it did not load ({e}); recompiling");
@@ -140,11 +166,11 @@ impl WasmerEngine {
     /// Runs `_start` of the module on the calling thread until the guest exits or traps.
     pub fn run(&self, loaded: &LoadedModule, invocation: Invocation) -> Outcome {
         let _entered = self.runtime.enter();
-        let builder = match self.builder(invocation) {
+        let builder = match self.builder(&loaded.engine, invocation) {
             Ok(builder) => builder,
             Err(why) => return Outcome::NotRunnable(why),
         };
-        let mut store = Store::new(self.engine.clone());
+        let mut store = Store::new(loaded.engine.clone());
         let (instance, env) = match builder.instantiate(loaded.module.clone(), &mut store) {
             Ok(pair) => pair,
             Err(e) => {
@@ -161,13 +187,13 @@ impl WasmerEngine {
         outcome
     }
 
-    fn builder(&self, inv: Invocation) -> Result<WasiEnvBuilder, String> {
+    fn builder(&self, engine: &Engine, inv: Invocation) -> Result<WasiEnvBuilder, String> {
         let handle = self.runtime.handle().clone();
         let root = host_fs::FileSystem::new(handle.clone(), "/")
             .map_err(|e| format!("cannot open the container root: {e}"))?;
         let tasks = TokioTaskManager::new(handle);
         let mut runtime = PluggableRuntime::new(Arc::new(tasks));
-        runtime.set_engine(self.engine.clone());
+        runtime.set_engine(engine.clone());
         let is_terminal = |fd: &std::os::fd::OwnedFd| std::io::IsTerminal::is_terminal(fd);
         let fixes = WasiFixes::new([
             is_terminal(&inv.stdin),

@@ -65,11 +65,10 @@ pub fn main() -> ! {
         fail_setup(status, &why)
     }
     report(&status, "ok");
-    // Only now, confined, does the guest read the module's bytes.
-    let bytes = read_module(module);
+    // Only now, confined, does the guest read the module's bytes (if it has to compile).
     let code = run(
         &plan,
-        bytes,
+        module,
         (cache_entry, artifact_out),
         (&mut control, status),
         stderr,
@@ -133,19 +132,20 @@ fn load_seccomp(c: &confine::Confinement) -> Result<(), String> {
 /// whether the module can run, then runs it once released; returns the exit status.
 fn run(
     plan: &RunPlan,
-    bytes: Result<Vec<u8>, String>,
+    module: File,
     (cache_entry, artifact_out): (Option<File>, Option<File>),
     (control, status): (&mut impl Read, File),
     mut stderr: File,
 ) -> i32 {
     let root_entries = mounts::root_entries();
-    let loaded = bytes.and_then(|bytes| {
-        let engine = WasmerEngine::new(plan.memory_limit.map(pages_for_limit))
-            .map_err(|e| format!("cannot start the wasm engine: {e}"))?;
-        let module = engine.load(&bytes, cache_entry)?;
-        drop(bytes);
-        Ok((engine, module))
-    });
+    let loaded = WasmerEngine::new(plan.memory_limit.map(pages_for_limit))
+        .map_err(|e| format!("cannot start the wasm engine: {e}"))
+        .and_then(|engine| {
+            // The module's bytes are read only to compile, and dropped once compiled.
+            let module =
+                engine.load_from(&plan.module_digest, cache_entry, || read_module(module))?;
+            Ok((engine, module))
+        });
     if let (Ok((engine, module)), Some(out)) = (&loaded, artifact_out) {
         send_artifact(engine, module, out);
     }
