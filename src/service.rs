@@ -80,7 +80,14 @@ pub struct Service {
     /// The compiled-module cache; `None` if its directory cannot be used (modules then
     /// compile at every start).
     cache: OnceLock<Option<ModuleCache>>,
+    /// The threads storing freshly compiled modules: the shim waits for them before it
+    /// exits, or a short-lived container's compile would never reach the cache.
+    stores: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
+
+/// How long an exiting shim waits for compiled modules still being stored (a large artifact
+/// is written and synced in well under this).
+const STORE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Removes a Create's reservation unless the container took its place.
 struct Reservation<'a> {
@@ -106,6 +113,7 @@ impl Service {
             exit,
             options: OnceLock::new(),
             cache: OnceLock::new(),
+            stores: Mutex::new(Vec::new()),
         }
     }
 
@@ -293,6 +301,11 @@ impl Service {
         plan.module_digest = handoff.digest.clone();
         let log = open_log(bundle)?;
         let guest_stdio = open_stdio(&stdio).await?;
+        if let Some(store) = handoff.store {
+            let mut stores = self.stores.lock().unwrap_or_else(|e| e.into_inner());
+            stores.retain(|s| !s.is_finished());
+            stores.push(store);
+        }
         let fds = GuestFds {
             stdin: guest_stdio.stdin,
             stdout: guest_stdio.stdout,
@@ -757,7 +770,9 @@ impl Service {
         }
         info!("shutdown: no containers left, exiting");
         let (events, exit) = (self.events.clone(), self.exit.clone());
+        let stores = std::mem::take(&mut *self.stores.lock().unwrap_or_else(|e| e.into_inner()));
         tokio::spawn(async move {
+            let _ = tokio::task::spawn_blocking(move || finish_stores(stores)).await;
             events.flush().await;
             exit.signal();
         });
@@ -771,8 +786,21 @@ async fn stop_if_never_started(process: &Arc<Process>) {
     }
 }
 
-/// Ends a guest that was never released: it is never started, and SIGKILL ends it if it is
-/// still setting up or compiling. Returns once its exit is recorded.
+/// Waits (up to [`STORE_WAIT`] in all) for the compiled modules still being stored.
+fn finish_stores(stores: Vec<std::thread::JoinHandle<()>>) {
+    let deadline = std::time::Instant::now() + STORE_WAIT;
+    for store in stores {
+        while !store.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        if store.is_finished() {
+            let _ = store.join();
+        } else {
+            warn!("exiting with a compiled module still being stored; it will compile again");
+        }
+    }
+}
+
 /// An exec process, and the watch on its exit when it already exists.
 struct Exec {
     process: Arc<Process>,
@@ -819,6 +847,8 @@ async fn exec_native(
     })
 }
 
+/// Ends a guest that was never released: it is never started, and SIGKILL ends it if it is
+/// still setting up or compiling. Returns once its exit is recorded.
 async fn end_unstarted(process: &Arc<Process>) {
     process.abandon();
     let _ = process.kill(libc::SIGKILL as u32);

@@ -67,7 +67,17 @@ impl Shim for WasmShim {
             context: "replace start's stdin (the runtime options) with /dev/null".into(),
             err: e,
         })?;
-        let address = spawn(opts, &grouping, Vec::new()).await?;
+        // Two containers of a new pod started at once must not both start a server: the
+        // second would replace the first's socket (the crate waits only 1 s for it).
+        let lock = StartLock::acquire(&self.namespace, &grouping).map_err(|e| {
+            containerd_shim::Error::IoError {
+                context: format!("lock the start of the shim of {grouping}"),
+                err: e,
+            }
+        })?;
+        let address = spawn(opts, &grouping, Vec::new()).await;
+        drop(lock);
+        let address = address?;
         // containerd reads the address back from the bundle when it reconnects.
         std::fs::write(self.bundle.join("address"), &address).map_err(|e| {
             containerd_shim::Error::IoError {
@@ -142,6 +152,55 @@ fn init_server_log(debug: bool) {
 }
 
 /// The pod's sandbox id from the bundle's spec, if CRI created this container.
+/// Where the start locks live (a tmpfs: gone at reboot, as the shims are).
+const START_LOCK_DIR: &str = "/run/containerd-shim-wasm/start";
+
+/// Serialises the `start` of the shim of one pod (or container): held while the server is
+/// started or found, released (and its file removed) once the server listens.
+struct StartLock {
+    /// Holds the lock until dropped.
+    _file: std::fs::File,
+    path: std::path::PathBuf,
+}
+
+impl StartLock {
+    fn acquire(namespace: &str, grouping: &str) -> std::io::Result<StartLock> {
+        use std::os::fd::AsRawFd;
+        let safe = |s: &str| -> String {
+            s.chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect()
+        };
+        std::fs::create_dir_all(START_LOCK_DIR)?;
+        let path =
+            Path::new(START_LOCK_DIR).join(format!("{}-{}.lock", safe(namespace), safe(grouping)));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)?;
+        // SAFETY: flock(2) on a descriptor we own; it blocks until the lock is ours.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(StartLock { _file: file, path })
+    }
+}
+
+impl Drop for StartLock {
+    /// The server listens now: a later start finds it by its socket, so the file can go (a
+    /// start still waiting on it then finds the socket too).
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 fn grouping_id(bundle: &Path) -> Option<String> {
     let spec = spec::load_spec(bundle).ok()?;
     spec.annotations()
@@ -181,4 +240,41 @@ fn discard_runtime_options_on_stdin() -> std::io::Result<()> {
     std::io::stdin().read_to_end(&mut options)?;
     let null = std::fs::File::open("/dev/null")?;
     nix::unistd::dup2_stdin(&null).map_err(std::io::Error::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_pods_second_start_waits_for_the_first() {
+        let grouping = format!("unit-{}", std::process::id());
+        let held = StartLock::acquire("ns", &grouping).unwrap();
+        let (tx, rx) = mpsc::channel();
+        let waiter = {
+            let grouping = grouping.clone();
+            std::thread::spawn(move || {
+                let lock = StartLock::acquire("ns", &grouping).unwrap();
+                tx.send(Instant::now()).unwrap();
+                drop(lock);
+            })
+        };
+        assert!(
+            rx.recv_timeout(Duration::from_millis(300)).is_err(),
+            "the second start went ahead while the first held the lock"
+        );
+        let released = Instant::now();
+        drop(held);
+        let got = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert!(got >= released);
+        waiter.join().unwrap();
+        assert!(
+            !Path::new(START_LOCK_DIR)
+                .join(format!("ns-{grouping}.lock"))
+                .exists(),
+            "the lock file goes with the last holder"
+        );
+    }
 }

@@ -679,6 +679,72 @@ fn containers_starting_a_new_module_together_compile_it_once() {
 }
 
 #[test]
+fn containers_of_one_pod_started_at_once_share_one_shim() {
+    // As a pod's containers carry their sandbox's id: all at once, none started before.
+    let pod = unique_id("pod");
+    let ids: Vec<String> = (0..6).map(|i| format!("{pod}-{i}")).collect();
+    let annotation = format!("io.kubernetes.cri.sandbox-id={pod}");
+    let runs: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let (id, annotation) = (id.clone(), annotation.clone());
+            let image = probe_image().to_string();
+            std::thread::spawn(move || {
+                containerd().ctr_ok(&[
+                    "-n",
+                    NS,
+                    "run",
+                    "--detach",
+                    "--runtime",
+                    common::RUNTIME,
+                    "--annotation",
+                    &annotation,
+                    &image,
+                    &id,
+                    "/probe.wasm",
+                    "sleep",
+                    "600",
+                ]);
+            })
+        })
+        .collect();
+    for run in runs {
+        run.join().unwrap();
+    }
+    let shims: std::collections::BTreeSet<i32> =
+        ids.iter().map(|id| parent_pid(task_pid(id))).collect();
+    assert_eq!(
+        shims.len(),
+        1,
+        "the pod's guests have these parents: {shims:?}"
+    );
+    for id in &ids {
+        assert_eq!(
+            containerd().task_status(NS, id).as_deref(),
+            Some("RUNNING"),
+            "{id}"
+        );
+    }
+    for id in &ids {
+        containerd().ctr_ok(&["-n", NS, "tasks", "kill", "--signal", "SIGKILL", id]);
+    }
+    for id in &ids {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while containerd().task_status(NS, id).as_deref() != Some("STOPPED") {
+            assert!(Instant::now() < deadline, "{id} never STOPPED");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        containerd().ctr_ok(&["-n", NS, "tasks", "delete", id]);
+        containerd().ctr_ok(&["-n", NS, "containers", "delete", id]);
+        common::remove_detached_fifos(id);
+    }
+    // The shim serves the pod until its last task is deleted.
+    for id in &ids {
+        containerd().assert_no_debris(NS, id);
+    }
+}
+
+#[test]
 fn a_corrupt_cache_entry_is_discarded_and_rebuilt() {
     let id = unique_id("corrupt");
     let module = work_dir().join(format!("{id}.wat"));
@@ -811,6 +877,29 @@ fn a_task_whose_shim_died_is_cleaned_up_by_delete_with_137() {
 
 fn remove_detached_fifos(id: &str) {
     common::remove_detached_fifos(id);
+}
+
+/// The pids `ctr task ps` lists for container `id`.
+fn task_ps(id: &str) -> Vec<i32> {
+    containerd()
+        .ctr_ok(&["-n", NS, "tasks", "ps", id])
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+/// Waits (30 s at most) until `ctr task ps` lists a process of `id` besides its init: the
+/// exec's pid.
+fn exec_in_ps(id: &str, init: i32) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(pid) = task_ps(id).into_iter().find(|p| *p != init) {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "the exec never showed in ps");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn task_pid(id: &str) -> i32 {
@@ -1040,22 +1129,7 @@ fn exec_runs_a_module_inside_the_running_container() {
         "sleep",
         "600",
     ]);
-    let listed = || -> Vec<i32> {
-        containerd()
-            .ctr_ok(&["-n", NS, "tasks", "ps", &id])
-            .lines()
-            .skip(1)
-            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
-            .collect()
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let exec = loop {
-        if let Some(pid) = listed().into_iter().find(|p| *p != init) {
-            break pid;
-        }
-        assert!(Instant::now() < deadline, "the exec never showed in ps");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let exec = exec_in_ps(&id, init);
     for ns in ["mnt", "pid", "ipc", "uts", "net"] {
         let link = |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).unwrap();
         assert_eq!(
@@ -1082,12 +1156,12 @@ fn exec_runs_a_module_inside_the_running_container() {
         &id,
     ]);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while listed().contains(&exec) {
+    while task_ps(&id).contains(&exec) {
         assert!(Instant::now() < deadline, "the killed exec is still listed");
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(
-        listed().contains(&init),
+        task_ps(&id).contains(&init),
         "killing the exec left the init running"
     );
     containerd().ctr_ok(&["-n", NS, "tasks", "kill", "--signal", "SIGKILL", &id]);
@@ -1131,26 +1205,12 @@ fn exec_into_a_native_container_runs_the_program_there_under_runc() {
         "/sleeper",
         "600",
     ]);
-    let listed = || -> Vec<i32> {
-        containerd()
-            .ctr_ok(&["-n", NS, "tasks", "ps", &id])
-            .lines()
-            .skip(1)
-            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
-            .collect()
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let long = loop {
-        if let Some(pid) = listed().into_iter().find(|p| *p != init) {
-            break pid;
-        }
-        assert!(Instant::now() < deadline, "the exec never showed in ps");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let long = exec_in_ps(&id, init);
     let link = |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).unwrap();
     assert_eq!(link(long), link(init), "the container's mount namespace");
     let cgroup = |pid: i32| std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     assert_eq!(cgroup(long), cgroup(init), "the container's cgroups");
+    let deadline = Instant::now() + Duration::from_secs(30);
     containerd().ctr_ok(&[
         "-n",
         NS,
@@ -1162,12 +1222,12 @@ fn exec_into_a_native_container_runs_the_program_there_under_runc() {
         "SIGKILL",
         &id,
     ]);
-    while listed().contains(&long) {
+    while task_ps(&id).contains(&long) {
         assert!(Instant::now() < deadline, "the killed exec is still listed");
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(
-        listed().contains(&init),
+        task_ps(&id).contains(&init),
         "killing the exec left the init running"
     );
     containerd().ctr_ok(&["-n", NS, "tasks", "kill", "--signal", "SIGKILL", &id]);

@@ -43,6 +43,11 @@ pub struct ModuleCache {
     max_bytes: u64,
 }
 
+/// How a temporary entry's name ends; one left by a writer that died is removed later.
+const TMP_SUFFIX: &str = ".tmp";
+/// Temporary entries older than this are a dead writer's (a live one renames within seconds).
+const STALE_TMP: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// The file whose byte ranges stand for modules being compiled (see
 /// [`ModuleCache::lock_compile`]).
 const COMPILE_LOCK_FILE: &str = "compile.lock";
@@ -132,9 +137,10 @@ impl ModuleCache {
         let Ok(dir) = fs::read_dir(&self.dir) else {
             return;
         };
-        let mut entries: Vec<(std::time::SystemTime, u64, PathBuf)> = dir
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
+        let paths: Vec<PathBuf> = dir.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+        remove_stale_tmp(&paths);
+        let mut entries: Vec<(std::time::SystemTime, u64, PathBuf)> = paths
+            .into_iter()
             .filter(|p| p.extension().is_some_and(|x| x == "bin"))
             .filter_map(|p| {
                 let meta = fs::metadata(&p).ok()?;
@@ -189,15 +195,8 @@ impl ModuleCache {
                 "artifact of {len} bytes is over the {max_len} byte limit"
             )));
         }
-        let mut artifact = Vec::new();
-        stream.take(len).read_to_end(&mut artifact)?;
-        if artifact.len() as u64 != len {
-            return Err(std::io::Error::other(format!(
-                "artifact ended after {} of {len} bytes",
-                artifact.len()
-            )));
-        }
-        let path = self.put(module_digest, &artifact)?;
+        // Streamed to the file: a large artifact never sits whole in the shim's memory.
+        let path = self.store(module_digest, &mut stream.take(len), len)?;
         self.evict(&path);
         Ok(true)
     }
@@ -219,13 +218,24 @@ impl ModuleCache {
 
     /// Stores an artifact atomically: readers see the old state or the whole new file.
     pub fn put(&self, module_digest: &str, artifact: &[u8]) -> std::io::Result<PathBuf> {
+        self.store(module_digest, &mut &artifact[..], artifact.len() as u64)
+    }
+
+    /// Writes the `len` bytes `artifact` gives as the entry of `module_digest`: to a
+    /// temporary file, synced, then renamed into place; nothing is left if it fails.
+    fn store(
+        &self,
+        module_digest: &str,
+        artifact: &mut impl Read,
+        len: u64,
+    ) -> std::io::Result<PathBuf> {
         let path = self.entry_path(module_digest);
         let tmp = self.dir.join(format!(
-            ".{module_digest}.{}.{}.tmp",
+            ".{module_digest}.{}.{}{TMP_SUFFIX}",
             std::process::id(),
             unique_suffix()
         ));
-        let result = write_file(&tmp, artifact).and_then(|()| {
+        let result = write_entry(&tmp, artifact, len).and_then(|()| {
             fs::rename(&tmp, &path).map_err(|e| annotate(e, "rename cache entry to", &path))
         });
         if result.is_err() {
@@ -241,24 +251,64 @@ impl ModuleCache {
     }
 }
 
+/// Removes the temporary entries of writers that died mid-write (a shim killed while it
+/// stored an artifact).
+fn remove_stale_tmp(paths: &[PathBuf]) {
+    let now = std::time::SystemTime::now();
+    for path in paths {
+        let stale = path.to_string_lossy().ends_with(TMP_SUFFIX)
+            && fs::metadata(path)
+                .and_then(|m| m.modified())
+                .is_ok_and(|at| now.duration_since(at).unwrap_or_default() > STALE_TMP);
+        if stale && fs::remove_file(path).is_ok() {
+            log::info!("removed {}, left by a writer that died", path.display());
+        }
+    }
+}
+
 /// The hex sha256 of some bytes: the content address of a module.
 pub fn digest_hex(bytes: &[u8]) -> String {
     let digest = Sha256::digest(bytes);
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn write_file(tmp: &Path, artifact: &[u8]) -> std::io::Result<()> {
+/// The header first as zeros (the length and digest are known once the payload is through),
+/// then the payload, hashed on its way, then the real header, then sync.
+fn write_entry(tmp: &Path, artifact: &mut impl Read, len: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(tmp)
         .map_err(|e| annotate(e, "create cache entry", tmp))?;
-    let digest = Sha256::digest(artifact);
-    file.write_all(MAGIC)
-        .and_then(|()| file.write_all(&(artifact.len() as u64).to_le_bytes()))
-        .and_then(|()| file.write_all(&digest))
-        .and_then(|()| file.write_all(artifact))
+    let mut hasher = Sha256::new();
+    let mut chunk = vec![0u8; 1 << 16];
+    let mut written: u64 = 0;
+    file.write_all(&[0u8; HEADER_LEN])
+        .map_err(|e| annotate(e, "write cache entry", tmp))?;
+    loop {
+        let n = match artifact.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&chunk[..n]);
+        file.write_all(&chunk[..n])
+            .map_err(|e| annotate(e, "write cache entry", tmp))?;
+        written += n as u64;
+    }
+    if written != len {
+        return Err(std::io::Error::other(format!(
+            "artifact ended after {written} of {len} bytes"
+        )));
+    }
+    let mut header = Vec::with_capacity(HEADER_LEN);
+    header.extend_from_slice(MAGIC);
+    header.extend_from_slice(&len.to_le_bytes());
+    header.extend_from_slice(&hasher.finalize());
+    file.write_all_at(&header, 0)
         .and_then(|()| file.sync_all())
         .map_err(|e| annotate(e, "write cache entry", tmp))
 }
@@ -465,6 +515,28 @@ mod tests {
             [true, false, true, true],
             "4 x 3,048 bytes over 10,000: b goes"
         );
+    }
+
+    #[test]
+    fn a_dead_writers_temporary_file_goes_at_the_next_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ModuleCache::open(dir.path(), "k").unwrap();
+        let dead = dir.path().join("k/.m.123.456.tmp");
+        fs::write(&dead, b"half an artifact").unwrap();
+        let fresh = dir.path().join("k/.n.789.1.tmp");
+        fs::write(&fresh, b"being written").unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        File::options()
+            .append(true)
+            .open(&dead)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let stream = [3u64.to_le_bytes().as_slice(), b"abc"].concat();
+        assert!(cache.store_stream("m", stream.as_slice(), 1 << 20).unwrap());
+        assert!(!dead.exists(), "a dead writer's file is removed");
+        assert!(fresh.exists(), "a live writer's file is left alone");
+        assert_eq!(cache.get("m").unwrap(), b"abc");
     }
 
     #[test]

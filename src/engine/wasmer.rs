@@ -31,6 +31,7 @@ pub const WASMER_VERSION: &str = "7.4.2";
 const MAX_TRACE_FRAMES: usize = 16;
 
 /// A compiled module, ready to instantiate, and the engine that holds its code.
+#[derive(Clone)]
 pub struct LoadedModule {
     module: Module,
     engine: Engine,
@@ -38,6 +39,13 @@ pub struct LoadedModule {
     pub digest: String,
     /// Whether this load compiled the module (false: it came from the cache).
     pub compiled: bool,
+}
+
+impl LoadedModule {
+    /// The artifact of the compiled module, for the shim to store in the cache.
+    pub fn serialize(&self) -> Result<bytes::Bytes, String> {
+        self.module.serialize().map_err(|e| e.to_string())
+    }
 }
 
 pub struct WasmerEngine {
@@ -152,15 +160,6 @@ impl WasmerEngine {
                 None
             }
         }
-    }
-
-    /// The artifact of a compiled module, for the shim to store in the cache.
-    pub fn serialize(&self, loaded: &LoadedModule) -> Result<Vec<u8>, String> {
-        loaded
-            .module
-            .serialize()
-            .map(|bytes| bytes.to_vec())
-            .map_err(|e| e.to_string())
     }
 
     /// Runs `_start` of the module on the calling thread until the guest exits or traps.

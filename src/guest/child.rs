@@ -135,7 +135,7 @@ fn run(
     module: File,
     (cache_entry, artifact_out): (Option<File>, Option<File>),
     (control, status): (&mut impl Read, File),
-    mut stderr: File,
+    stderr: File,
 ) -> i32 {
     let root_entries = mounts::root_entries();
     let loaded = WasmerEngine::new(plan.memory_limit.map(pages_for_limit))
@@ -146,9 +146,6 @@ fn run(
                 engine.load_from(&plan.module_digest, cache_entry, || read_module(module))?;
             Ok((engine, module))
         });
-    if let (Ok((engine, module)), Some(out)) = (&loaded, artifact_out) {
-        send_artifact(engine, module, out);
-    }
     // Start fails with the reason a module cannot run; the shim then never releases it.
     match &loaded {
         Ok(_) => report(&status, LOADED),
@@ -163,6 +160,27 @@ fn run(
         ),
     }
     drop(status);
+    // A freshly compiled artifact goes to the shim's cache beside the run, not before Start:
+    // serialising a large module takes a while. The process exits only once it is sent.
+    let sending = match (&loaded, artifact_out) {
+        (Ok((_, module)), Some(out)) => send_artifact(module.clone(), out),
+        _ => None,
+    };
+    let code = run_when_started(plan, loaded, control, root_entries, stderr);
+    if let Some(sending) = sending {
+        let _ = sending.join();
+    }
+    code
+}
+
+/// Waits for the start byte, then runs the module; returns the exit status.
+fn run_when_started(
+    plan: &RunPlan,
+    loaded: Result<(WasmerEngine, LoadedModule), String>,
+    control: &mut impl Read,
+    root_entries: Vec<String>,
+    mut stderr: File,
+) -> i32 {
     let released = wait_for_start(control);
     let outcome = match loaded {
         Err(why) => {
@@ -191,22 +209,30 @@ fn run(
 }
 
 /// Streams a freshly compiled artifact to the shim, which caches it under the digest it
-/// computed itself. Dropping `out` unsent tells the shim there is nothing to store.
-fn send_artifact(engine: &WasmerEngine, module: &LoadedModule, mut out: File) {
+/// computed itself, on a thread of its own. Dropping `out` unsent (a module loaded from the
+/// cache) tells the shim at once that there is nothing to store.
+fn send_artifact(module: LoadedModule, mut out: File) -> Option<std::thread::JoinHandle<()>> {
     if !module.compiled {
-        return;
+        return None;
     }
-    let sent = engine.serialize(module).and_then(|artifact| {
-        out.write_all(&(artifact.len() as u64).to_le_bytes())
-            .and_then(|()| out.write_all(&artifact))
-            .map_err(|e| e.to_string())
-    });
-    if let Err(e) = sent {
-        warn!(
-            "could not send the compiled module {} to the cache: {e}",
-            module.digest
-        );
-    }
+    let send = move || {
+        let sent = module.serialize().and_then(|artifact| {
+            out.write_all(&(artifact.len() as u64).to_le_bytes())
+                .and_then(|()| out.write_all(&artifact))
+                .map_err(|e| e.to_string())
+        });
+        if let Err(e) = sent {
+            warn!(
+                "could not send the compiled module {} to the cache: {e}",
+                module.digest
+            );
+        }
+    };
+    std::thread::Builder::new()
+        .name("cache-send".into())
+        .spawn(send)
+        .map_err(|e| warn!("could not start sending the compiled module: {e}"))
+        .ok()
 }
 
 fn invocation(plan: &RunPlan, root_entries: Vec<String>, stderr: &File) -> Invocation {
