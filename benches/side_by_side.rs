@@ -164,6 +164,31 @@ fn round_robin(
     }
 }
 
+/// One line per runtime, filled round-robin (see [`round_robin`]): `measure(round, runtime)`
+/// for each in turn, recorded once the warm-up is over.
+fn versus(
+    b: &Bench,
+    runtimes: &[ctr::Runtime],
+    mut measure: impl FnMut(usize, ctr::Runtime) -> Result<f64, String>,
+) -> Vec<table::Line> {
+    let mut lines: Vec<table::Line> = runtimes
+        .iter()
+        .map(|rt| table::Line::new(rt.label()))
+        .collect();
+    round_robin(
+        b.config.warmup,
+        b.config.rounds,
+        runtimes.len(),
+        |round, i, counts| {
+            let value = measure(round, runtimes[i]);
+            if counts {
+                lines[i].record(value);
+            }
+        },
+    );
+    lines
+}
+
 /// One line on stderr as each row starts, with the time since the start and the load.
 fn progress(what: &str) {
     static START: OnceLock<Instant> = OnceLock::new();

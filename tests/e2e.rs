@@ -628,18 +628,8 @@ fn a_second_run_of_a_module_loads_it_from_the_cache() {
         r.assert_code(0);
         assert_eq!(r.stdout_str(), format!("cached {id}\n"));
     }
-    let log = std::fs::read_to_string(containerd().dir.join("containerd.log")).unwrap();
-    // "compiled module sha256:D (N bytes) in T ms" vs "loaded compiled module sha256:D from cache".
-    let compiled = log
-        .matches(&format!("compiled module sha256:{digest} ("))
-        .count();
-    let loaded = log
-        .matches(&format!(
-            "loaded compiled module sha256:{digest} from cache"
-        ))
-        .count();
     assert_eq!(
-        (compiled, loaded),
+        compiles_and_loads(&digest),
         (1, 1),
         "compile/load counts in containerd.log"
     );
@@ -662,17 +652,8 @@ fn containers_starting_a_new_module_together_compile_it_once() {
     for r in runs {
         r.join().unwrap().assert_code(0);
     }
-    let log = std::fs::read_to_string(containerd().dir.join("containerd.log")).unwrap();
-    let compiled = log
-        .matches(&format!("compiled module sha256:{digest} ("))
-        .count();
-    let loaded = log
-        .matches(&format!(
-            "loaded compiled module sha256:{digest} from cache"
-        ))
-        .count();
     assert_eq!(
-        (compiled, loaded),
+        compiles_and_loads(&digest),
         (1, 2),
         "one compile, two loads, in containerd.log"
     );
@@ -780,6 +761,22 @@ fn a_corrupt_cache_entry_is_discarded_and_rebuilt() {
         whole.len(),
         "rebuilt whole"
     );
+}
+
+/// How often containerd's log says the module of `digest` was compiled, and loaded from the
+/// cache: "compiled module sha256:D (N bytes) in T ms", "loaded compiled module sha256:D from
+/// cache".
+fn compiles_and_loads(digest: &str) -> (usize, usize) {
+    let log = std::fs::read_to_string(containerd().dir.join("containerd.log")).unwrap();
+    let compiled = log
+        .matches(&format!("compiled module sha256:{digest} ("))
+        .count();
+    let loaded = log
+        .matches(&format!(
+            "loaded compiled module sha256:{digest} from cache"
+        ))
+        .count();
+    (compiled, loaded)
 }
 
 /// The cache file of a module: `<cache>/<engine key>/<sha256>.bin`.

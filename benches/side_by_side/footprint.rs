@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crate::ctr::{parallel, Runtime, Workload};
 use crate::procs::{processes, pss_kib, settle_shims, shim_pids, with_descendants};
 use crate::table::{Group, Line};
-use crate::{progress, round_robin, Bench};
+use crate::{progress, round_robin, versus, Bench};
 
 /// An idle container: the probe sleeping in WASI's poll_oneoff, or a native sleeper.
 fn idle_workload(b: &Bench, runtime: Runtime) -> Workload {
@@ -21,19 +21,9 @@ fn idle_workload(b: &Bench, runtime: Runtime) -> Workload {
 /// Row 4: PSS per idle container with `k` containers running, one shim each.
 pub fn footprint(b: &Bench, k: usize) -> Group {
     progress(&format!("footprint of {k} idle containers"));
-    let runtimes = [Runtime::Runc, Runtime::Wasm];
-    let mut lines: Vec<Line> = runtimes.iter().map(|rt| Line::new(rt.label())).collect();
-    round_robin(
-        b.config.warmup,
-        b.config.rounds,
-        runtimes.len(),
-        |_, i, counts| {
-            let measured = measure_idle(b, runtimes[i], k, None).map(|m| m.total_mib / k as f64);
-            if counts {
-                lines[i].record(measured);
-            }
-        },
-    );
+    let lines = versus(b, &[Runtime::Runc, Runtime::Wasm], |_, runtime| {
+        measure_idle(b, runtime, k, None).map(|m| m.total_mib / k as f64)
+    });
     let mut group = Group::new(
         &format!("footprint per idle container, K={k}"),
         "MiB",

@@ -8,7 +8,7 @@ use crate::ctr::{Runtime, Workload, CTR_TIMEOUT};
 use crate::images::HELLO;
 use crate::procs::settle_shims;
 use crate::table::{Group, Line};
-use crate::{ms, progress, round_robin, Bench};
+use crate::{ms, progress, round_robin, versus, Bench};
 
 /// Row 1: `ctr run --rm` of hello, its module cached, against runc and the control; also
 /// row 7, the shims' CPU time in the same runs.
@@ -74,29 +74,17 @@ fn shim_cpu_group(runtimes: &[Runtime], cpu: &[CpuTotals]) -> Group {
 /// Row 2: the same with a module the cache has never seen, every round.
 pub fn start_to_exit_cold(b: &Bench) -> Group {
     progress("start-to-exit, cold cache");
-    let runtimes = [Runtime::Runc, Runtime::Wasm];
-    let mut lines: Vec<Line> = runtimes.iter().map(|rt| Line::new(rt.label())).collect();
-    round_robin(
-        b.config.warmup,
-        b.config.rounds,
-        runtimes.len(),
-        |round, i, counts| {
-            // runc has no compile cache: its side runs the same native hello as the warm row.
-            let image = match runtimes[i] {
-                Runtime::Wasm => &b.images.hello_cold[round],
-                _ => &b.images.hello_native,
-            };
-            let (elapsed, result) = b.ctr.run_rm(
-                runtimes[i],
-                &Workload::new(image, &[], Some(HELLO)),
-                CTR_TIMEOUT,
-            );
-            settle_shims(&b.config.socket, Duration::from_secs(5));
-            if counts {
-                lines[i].record(result.map(|_| ms(elapsed)));
-            }
-        },
-    );
+    let lines = versus(b, &[Runtime::Runc, Runtime::Wasm], |round, runtime| {
+        // runc has no compile cache: its side runs the same native hello as the warm row.
+        let image = match runtime {
+            Runtime::Wasm => &b.images.hello_cold[round],
+            _ => &b.images.hello_native,
+        };
+        let work = Workload::new(image, &[], Some(HELLO));
+        let (elapsed, result) = b.ctr.run_rm(runtime, &work, CTR_TIMEOUT);
+        settle_shims(&b.config.socket, Duration::from_secs(5));
+        result.map(|_| ms(elapsed))
+    });
     let mut group = Group::new("start-to-exit hello, cold cache", "ms", lines);
     group
         .notes
