@@ -33,7 +33,7 @@ CONFORMANCE_DIR ?= /var/tmp/containerd-shim-wasm-conformance
 VERSIONS_DIR ?= /var/tmp/containerd-shim-wasm-versions
 # The suites whose subject is the contract with containerd (ctr, the task API, CRI, restarts);
 # the WASI conformance suite, shim-level and load tests do not depend on containerd's version.
-VERSION_SUITES := --test e2e --test confinement --test cri --test kubernetes --test restart
+VERSION_SUITES := --test e2e --test confinement --test cri --test kubernetes --test restart --test registry
 
 # make bench: its own containerd directory, so it never stops the one of a `make test` beside it.
 BENCH_DIR ?= /var/tmp/containerd-shim-wasm-bench

@@ -7,6 +7,7 @@
 pub mod cgroups;
 pub mod cri;
 pub mod procfs;
+pub mod registry;
 pub mod tasks_api;
 
 use std::collections::HashSet;

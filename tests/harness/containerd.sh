@@ -81,6 +81,11 @@ cmd_install() {
     command -v pkg-config >/dev/null || missing+=(pkg-config)
     # protoc: the CRI tests' client (the k8s-cri crate) compiles Kubernetes' CRI protos.
     command -v protoc >/dev/null || missing+=(protobuf-compiler)
+    # Images as users make them (tests/registry.rs): a real registry (distribution 2.8),
+    # skopeo to push an OCI layout to it, buildah to build config/Dockerfile.
+    command -v docker-registry >/dev/null || missing+=(docker-registry)
+    command -v skopeo >/dev/null || missing+=(skopeo)
+    command -v buildah >/dev/null || missing+=(buildah)
     ((${#missing[@]} == 0)) && return 0
     [[ $(id -u) == 0 ]] || die "must run as root to install ${missing[*]}"
     log "installing ${missing[*]} from apt"
