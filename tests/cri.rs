@@ -170,6 +170,50 @@ fn a_one_container_pod_logs_in_cri_format_and_completes() {
 }
 
 #[test]
+fn an_image_pulled_from_a_registry_by_pullimage_runs_in_a_pod() {
+    // As a node gets its images: pushed to a registry, pulled by CRI's PullImage.
+    let registry = common::registry::Registry::start();
+    let reference = format!("{}/cri-pulled:latest", registry.host);
+    let tar = work_dir().join("cri-pulled.tar");
+    let built = std::process::Command::new(env!("CARGO_BIN_EXE_wasm-image"))
+        .args(["build", "--module"])
+        .arg(guests_dir().join("probe.wasm"))
+        .args(["--entrypoint", "/probe.wasm", "--name", &reference, "-o"])
+        .arg(&tar)
+        .status()
+        .unwrap();
+    assert!(built.success());
+    let pushed = std::process::Command::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(format!("oci-archive:{}", tar.display()))
+        .arg(format!("docker://{reference}"))
+        .status()
+        .unwrap();
+    assert!(pushed.success());
+    let mut cri = cri();
+    assert!(!cri.has_image(&reference), "not there before the pull");
+    let image_ref = cri.pull_image(&reference).unwrap();
+    assert!(image_ref.starts_with("sha256:"), "{image_ref}");
+    assert!(cri.has_image(&reference));
+    let (pod, logs) = pod(&mut cri, "pulled");
+    let id = cri
+        .create_container(&pod, "pulled", 0, &reference, &["args", "pulled"])
+        .unwrap();
+    cri.start_container(&id).unwrap();
+    let status = cri.wait_exited(&id, Duration::from_secs(60));
+    assert_eq!((status.exit_code, status.reason.as_str()), (0, "Completed"));
+    assert_eq!(
+        log_lines(&logs.join(log_file("pulled", 0))),
+        [
+            ("stdout".to_string(), "/probe.wasm".to_string()),
+            ("stdout".to_string(), "args".to_string()),
+            ("stdout".to_string(), "pulled".to_string()),
+        ]
+    );
+    remove_pod(&mut cri, &pod, &[&id]);
+}
+
+#[test]
 fn a_failing_container_reports_its_exit_code_and_error() {
     let mut cri = cri();
     let (pod, _) = pod(&mut cri, "fails");

@@ -285,6 +285,21 @@ impl Cri {
         verbose_info(&response.info)
     }
 
+    /// PullImage, as kubelet pulls a pod's image: the image reference CRI resolved.
+    pub fn pull_image(&mut self, image: &str) -> Result<String, String> {
+        let request = PullImageRequest {
+            image: Some(ImageSpec {
+                image: image.to_string(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        self.runtime
+            .block_on(self.images.pull_image(request))
+            .map(|r| r.into_inner().image_ref)
+            .map_err(|e| e.to_string())
+    }
+
     /// ImageStatus: whether CRI sees `image`.
     pub fn has_image(&mut self, image: &str) -> bool {
         let request = ImageStatusRequest {
