@@ -6,22 +6,11 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::OnceLock;
 
 use common::registry::Registry;
 use common::{containerd, guests_dir, unique_id, RunOpts};
 
 const NS: &str = "wasm-registry";
-
-fn registry() -> &'static Registry {
-    static REGISTRY: OnceLock<Registry> = OnceLock::new();
-    REGISTRY.get_or_init(Registry::start)
-}
-
-fn work_dir() -> &'static Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| tempfile::tempdir().unwrap()).path()
-}
 
 /// Runs a command and returns its stdout, or fails the test with what it printed.
 fn run_ok(command: &mut Command) -> String {
@@ -62,8 +51,11 @@ fn assert_runs_hello(reference: &str, platform: Option<&str>) {
 
 #[test]
 fn an_image_the_tool_builds_runs_after_a_push_and_a_pull() {
-    let name = format!("{}/wasm-image-hello:{}", registry().host, unique_id("tag"));
-    let tar = work_dir().join("hello.tar");
+    // One registry per test, stopped when the test ends (a static one would outlive it).
+    let registry = Registry::start();
+    let name = format!("{}/wasm-image-hello:{}", registry.host, unique_id("tag"));
+    let work = tempfile::tempdir().unwrap();
+    let tar = work.path().join("hello.tar");
     run_ok(
         Command::new(env!("CARGO_BIN_EXE_wasm-image"))
             .args(["build", "--module"])
@@ -83,14 +75,16 @@ fn an_image_the_tool_builds_runs_after_a_push_and_a_pull() {
 
 /// config/Dockerfile as users build it (buildah, no daemon, nothing to pull for `FROM
 /// scratch`), for `platform`, pushed to the registry; returns the image reference.
-fn build_dockerfile(platform: &str) -> String {
-    let context = work_dir().join(format!("context-{}", platform.replace('/', "-")));
+fn build_dockerfile(registry: &Registry, platform: &str) -> String {
+    // Everything buildah keeps goes when the build is pushed: the registry has the image.
+    let work = tempfile::tempdir().unwrap();
+    let context = work.path().join("context");
     std::fs::create_dir_all(&context).unwrap();
     std::fs::copy(guests_dir().join("hello.wasm"), context.join("app.wasm")).unwrap();
     let dockerfile = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/Dockerfile");
     let reference = format!(
         "{}/dockerfile-hello:{}",
-        registry().host,
+        registry.host,
         platform.replace('/', "-")
     );
     // vfs: buildah's storage needs no overlay or fuse support from the machine.
@@ -98,9 +92,9 @@ fn build_dockerfile(platform: &str) -> String {
         run_ok(
             Command::new("buildah")
                 .args(["--storage-driver", "vfs", "--root"])
-                .arg(work_dir().join("buildah-root"))
+                .arg(work.path().join("buildah-root"))
                 .args(["--runroot"])
-                .arg(work_dir().join("buildah-runroot"))
+                .arg(work.path().join("buildah-runroot"))
                 .args(args)
                 .current_dir(&context),
         )
@@ -121,14 +115,16 @@ fn build_dockerfile(platform: &str) -> String {
 
 #[test]
 fn the_shipped_dockerfile_built_with_buildah_runs_for_linux_amd64() {
-    let reference = build_dockerfile("linux/amd64");
+    let registry = Registry::start();
+    let reference = build_dockerfile(&registry, "linux/amd64");
     pull(&reference, None);
     assert_runs_hello(&reference, None);
 }
 
 #[test]
 fn the_shipped_dockerfile_built_with_buildah_runs_for_wasi_wasm() {
-    let reference = build_dockerfile("wasi/wasm");
+    let registry = Registry::start();
+    let reference = build_dockerfile(&registry, "wasi/wasm");
     // The registry holds what buildah made of --platform: an image config for wasi/wasm.
     let config: serde_json::Value = serde_json::from_str(&run_ok(
         Command::new("skopeo")
