@@ -21,8 +21,7 @@ const NS: &str = "wasm-confine";
 const IMAGE: &str = "docker.io/library/e2e-confine:latest";
 
 fn work_dir() -> &'static Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| tempfile::tempdir().unwrap()).path()
+    common::work_dir()
 }
 
 /// The probe at /probe.wasm, the native sleeper at /sleeper, and two device nodes an image

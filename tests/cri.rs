@@ -21,8 +21,7 @@ const PROBE: &str = "docker.io/library/cri-probe:latest";
 const SIDECAR: &str = "docker.io/library/cri-sidecar:latest";
 
 fn work_dir() -> &'static Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| tempfile::tempdir().unwrap()).path()
+    common::work_dir()
 }
 
 /// The pause, probe and sidecar images, imported once.

@@ -18,8 +18,7 @@ const NS: &str = "wasm-e2e";
 const PROBE_IMAGE: &str = "docker.io/library/e2e-probe:latest";
 
 fn work_dir() -> &'static Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| tempfile::tempdir().unwrap()).path()
+    common::work_dir()
 }
 
 /// Builds an image with `wasm-image` and imports it into the test namespace.

@@ -29,8 +29,7 @@ fn yaml(path: &str) -> Value {
 }
 
 fn work_dir() -> &'static Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| tempfile::tempdir().unwrap()).path()
+    common::work_dir()
 }
 
 /// The images the manifests name, built from the test guests as `make kind-demo` builds

@@ -27,7 +27,7 @@ fn native_image() -> String {
         .get_or_init(|| {
             common::build_image(
                 NS,
-                &tempfile::tempdir().unwrap().keep(),
+                common::work_dir(),
                 NATIVE_IMAGE,
                 &common::guests_dir().join("sleeper"),
                 &["--native", "--entrypoint", "/sleeper"],

@@ -846,16 +846,36 @@ pub fn build_image(
     name.to_string()
 }
 
+/// Where the tests keep built images, modules and logs:
+/// `/tmp/containerd-shim-wasm-tests/<pid>`, one per test process. A static `TempDir` is never
+/// dropped, so instead each process removes the directories of processes that have ended.
+pub fn work_dir() -> &'static Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = Path::new("/tmp/containerd-shim-wasm-tests");
+        if let Ok(entries) = fs::read_dir(root) {
+            for entry in entries.flatten() {
+                let pid = entry.file_name().to_string_lossy().parse::<u32>().ok();
+                if pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists()) {
+                    let _ = fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        let dir = root.join(std::process::id().to_string());
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    })
+}
+
 /// An image `name` whose entrypoint is the probe, imported into `namespace` (once per test
 /// binary).
 pub fn probe_image(namespace: &'static str, name: &'static str) -> String {
     static BUILT: Mutex<Vec<(&str, &str)>> = Mutex::new(Vec::new());
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
     if !built.contains(&(namespace, name)) {
-        let work = tempfile::tempdir().unwrap().keep();
         build_image(
             namespace,
-            &work,
+            work_dir(),
             name,
             &guests_dir().join("probe.wasm"),
             &["--entrypoint", "/probe.wasm"],
