@@ -898,6 +898,31 @@ fn exec_in_ps(id: &str, init: i32) -> i32 {
     }
 }
 
+/// `ctr task kill --exec-id` with SIGKILL: the exec leaves `ctr task ps` (30 s at most), the
+/// init runs on.
+fn kill_exec_and_see_it_go(id: &str, exec_id: &str, exec: i32, init: i32) {
+    containerd().ctr_ok(&[
+        "-n",
+        NS,
+        "tasks",
+        "kill",
+        "--exec-id",
+        exec_id,
+        "--signal",
+        "SIGKILL",
+        id,
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while task_ps(id).contains(&exec) {
+        assert!(Instant::now() < deadline, "the killed exec is still listed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        task_ps(id).contains(&init),
+        "killing the exec left the init running"
+    );
+}
+
 fn task_pid(id: &str) -> i32 {
     let out = containerd().ctr_ok(&["-n", NS, "tasks", "ls"]);
     out.lines()
@@ -1140,26 +1165,7 @@ fn exec_runs_a_module_inside_the_running_container() {
         cgroup(init),
         "the exec's cgroups are the container's"
     );
-    containerd().ctr_ok(&[
-        "-n",
-        NS,
-        "tasks",
-        "kill",
-        "--exec-id",
-        "e4",
-        "--signal",
-        "SIGKILL",
-        &id,
-    ]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while task_ps(&id).contains(&exec) {
-        assert!(Instant::now() < deadline, "the killed exec is still listed");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(
-        task_ps(&id).contains(&init),
-        "killing the exec left the init running"
-    );
+    kill_exec_and_see_it_go(&id, "e4", exec, init);
     containerd().ctr_ok(&["-n", NS, "tasks", "kill", "--signal", "SIGKILL", &id]);
     running.wait().assert_code(137);
     remove_detached_fifos(&id);
@@ -1206,26 +1212,8 @@ fn exec_into_a_native_container_runs_the_program_there_under_runc() {
     assert_eq!(link(long), link(init), "the container's mount namespace");
     let cgroup = |pid: i32| std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     assert_eq!(cgroup(long), cgroup(init), "the container's cgroups");
+    kill_exec_and_see_it_go(&id, "e3", long, init);
     let deadline = Instant::now() + Duration::from_secs(30);
-    containerd().ctr_ok(&[
-        "-n",
-        NS,
-        "tasks",
-        "kill",
-        "--exec-id",
-        "e3",
-        "--signal",
-        "SIGKILL",
-        &id,
-    ]);
-    while task_ps(&id).contains(&long) {
-        assert!(Instant::now() < deadline, "the killed exec is still listed");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(
-        task_ps(&id).contains(&init),
-        "killing the exec left the init running"
-    );
     containerd().ctr_ok(&["-n", NS, "tasks", "kill", "--signal", "SIGKILL", &id]);
     while !containerd()
         .ctr_ok(&["-n", NS, "tasks", "ls"])
