@@ -670,21 +670,13 @@ fn containers_of_one_pod_started_at_once_share_one_shim() {
             let (id, annotation) = (id.clone(), annotation.clone());
             let image = probe_image().to_string();
             std::thread::spawn(move || {
-                containerd().ctr_ok(&[
-                    "-n",
+                containerd().run_detached_with(
                     NS,
-                    "run",
-                    "--detach",
-                    "--runtime",
-                    common::RUNTIME,
-                    "--annotation",
-                    &annotation,
+                    &["--runtime", common::RUNTIME, "--annotation", &annotation],
                     &image,
                     &id,
-                    "/probe.wasm",
-                    "sleep",
-                    "600",
-                ]);
+                    &["/probe.wasm", "sleep", "600"],
+                );
             })
         })
         .collect();
@@ -896,6 +888,22 @@ fn exec_in_ps(id: &str, init: i32) -> i32 {
         assert!(Instant::now() < deadline, "the exec never showed in ps");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// `ctr task exec --detach`: `args` run in container `id` as exec `exec_id`, left running.
+fn exec_detached(id: &str, exec_id: &str, args: &[&str]) {
+    let mut ctr = vec![
+        "-n",
+        NS,
+        "tasks",
+        "exec",
+        "--detach",
+        "--exec-id",
+        exec_id,
+        id,
+    ];
+    ctr.extend(args);
+    containerd().ctr_ok(&ctr);
 }
 
 /// `ctr task kill --exec-id` with SIGKILL: the exec leaves `ctr task ps` (30 s at most), the
@@ -1137,19 +1145,7 @@ fn exec_runs_a_module_inside_the_running_container() {
     ]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "container hostname\n");
     // A long exec is in the container's namespaces and cgroup, listed by ps, killed by its id.
-    containerd().ctr_ok(&[
-        "-n",
-        NS,
-        "tasks",
-        "exec",
-        "--detach",
-        "--exec-id",
-        "e4",
-        &id,
-        "/probe.wasm",
-        "sleep",
-        "600",
-    ]);
+    exec_detached(&id, "e4", &["/probe.wasm", "sleep", "600"]);
     let exec = exec_in_ps(&id, init);
     for ns in ["mnt", "pid", "ipc", "uts", "net"] {
         let link = |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).unwrap();
@@ -1195,18 +1191,7 @@ fn exec_into_a_native_container_runs_the_program_there_under_runc() {
     assert_eq!(exec("e2", &["/nprobe", "exit", "5"]).status.code(), Some(5));
     // A long exec: in the container's mount namespace and cgroups, listed by ps, killed by
     // its exec id while the init runs on.
-    containerd().ctr_ok(&[
-        "-n",
-        NS,
-        "tasks",
-        "exec",
-        "--detach",
-        "--exec-id",
-        "e3",
-        &id,
-        "/sleeper",
-        "600",
-    ]);
+    exec_detached(&id, "e3", &["/sleeper", "600"]);
     let long = exec_in_ps(&id, init);
     let link = |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).unwrap();
     assert_eq!(link(long), link(init), "the container's mount namespace");

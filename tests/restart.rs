@@ -121,16 +121,13 @@ fn containerd_restart_keeps_tasks_and_reports_the_exits_meanwhile(
     let native = unique_id(&format!("runc-{name}"));
     containerd().run_detached(NS, &image(), &long, &["/probe.wasm", "sleep", "600"]);
     containerd().run_detached(NS, &image(), &short, &["/probe.wasm", "sleep", "600"]);
-    containerd().ctr_ok(&[
-        "-n",
+    containerd().run_detached_with(
         NS,
-        "run",
-        "--detach",
-        "--runtime",
-        "io.containerd.runc.v2",
+        &["--runtime", "io.containerd.runc.v2"],
         &native_image(),
         &native,
-    ]);
+        &[],
+    );
     let (long_pid, short_pid) = (task(&long).pid as i32, task(&short).pid as i32);
     let native_pid = task(&native).pid as i32;
     assert!(alive(short_pid), "the second guest runs before the restart");

@@ -912,16 +912,21 @@ impl Containerd {
     /// `ctr run --detach` (no `--rm`) of `image` in the wasm runtime: the task stays after it
     /// exits, for the test to inspect; ctr's FIFOs stay too (see [`remove_detached_fifos`]).
     pub fn run_detached(&self, namespace: &str, image: &str, id: &str, args: &[&str]) {
-        let mut ctr = vec![
-            "-n",
-            namespace,
-            "run",
-            "--detach",
-            "--runtime",
-            RUNTIME,
-            image,
-            id,
-        ];
+        self.run_detached_with(namespace, &["--runtime", RUNTIME], image, id, args);
+    }
+
+    /// The same with other ctr flags before the image (another `--runtime`, `--annotation`).
+    pub fn run_detached_with(
+        &self,
+        namespace: &str,
+        flags: &[&str],
+        image: &str,
+        id: &str,
+        args: &[&str],
+    ) {
+        let mut ctr = vec!["-n", namespace, "run", "--detach"];
+        ctr.extend(flags);
+        ctr.extend([image, id]);
         ctr.extend(args);
         self.ctr_ok(&ctr);
     }
