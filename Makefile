@@ -51,8 +51,9 @@ all: build
 deps:
 	@$(HARNESS) install
 
+# --workspace: the image tool (wasm-image/) is a package of its own, built beside the shim.
 build:
-	cargo build --bins --tests
+	cargo build --workspace --bins --tests
 
 guests:
 	@tests/guests/build.sh $(GUESTS)
@@ -75,9 +76,9 @@ test: deps build guests
 	CONTAINERD_SHIM_WASM_CACHE_DIR=$(TEST_DIR)/cache $(HARNESS) start $(TEST_DIR) $(SHIM)
 	@trap '$(HARNESS) stop $(TEST_DIR)' EXIT; \
 	WASM_SHIM_CONTAINERD_DIR=$(TEST_DIR) WASM_SHIM_GUESTS_DIR=$(GUESTS) \
-	cargo test -- --test-threads=2
+	cargo test --workspace -- --test-threads=2
 	@$(MAKE) --no-print-directory test-versions
-	cargo fmt --check
+	cargo fmt --all --check
 
 # Each release gets a fresh private containerd of its own (same TEST_DIR, one at a time), and
 # the tests run its own ctr ($$CTR), whose messages differ between 1.x and 2.x.
@@ -110,7 +111,7 @@ soak: deps build guests
 # The release shim (what users run) through its own private containerd; the table goes to stdout
 # and bench/results.txt. The trap stops containerd (and with it every task left) on any exit.
 bench: deps guests bench-assets
-	cargo build --release --bins
+	cargo build --release --workspace --bins
 	@$(HARNESS) stop $(BENCH_DIR) >/dev/null && rm -rf $(BENCH_DIR) && mkdir -p $(BENCH_DIR) bench
 	CONTAINERD_SHIM_WASM_CACHE_DIR=$(BENCH_DIR)/cache $(HARNESS) start $(BENCH_DIR) $(RELEASE)/containerd-shim-wasm-v1
 	@trap '$(HARNESS) stop $(BENCH_DIR)' EXIT; \
@@ -139,7 +140,7 @@ KIND_DIR := kind/out
 # The shim built for release is mounted into the kind node (kind/cluster.yaml); the demo images
 # are loaded into the node's containerd, so nothing is pulled.
 kind-demo: guests
-	cargo build --release --bin containerd-shim-wasm-v1 --bin wasm-image
+	cargo build --release --workspace --bin containerd-shim-wasm-v1 --bin wasm-image
 	@mkdir -p $(KIND_DIR)
 	install -m 0755 $(CARGO_TARGET_DIR)/release/containerd-shim-wasm-v1 $(KIND_DIR)/containerd-shim-wasm-v1
 	$(CARGO_TARGET_DIR)/release/wasm-image build --module $(GUESTS)/hello.wasm --name $(DEMO_IMAGE) -o $(KIND_DIR)/hello-wasm.tar
@@ -153,11 +154,11 @@ kind-demo: guests
 	kubectl logs job/hello-wasm
 
 unit: build
-	cargo test --lib --bins
+	cargo test --workspace --lib --bins
 
 lint:
-	cargo fmt --check
-	cargo clippy --all-targets -- -D warnings
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
 
 fmt:
-	cargo fmt
+	cargo fmt --all

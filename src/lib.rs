@@ -5,12 +5,15 @@
 //! per container process) -> `engine` (wasmer). `spec` turns the OCI spec into a run plan,
 //! `rootfs` and `stdio` open what containerd hands over, `events` publishes off the RPC path.
 //! `confine` decides (in the shim) and applies (in the guest) the container's confinement;
-//! `module` hands the module's bytes and its compiled-cache entry to the guest.
+//! `module` hands the module's bytes and its compiled-cache entry to the guest; `artifact`
+//! finds them in a wasm OCI artifact's layer, read through `containerd`'s API.
 
+pub mod artifact;
 pub mod cgroup;
 pub mod confine;
 pub mod console;
 pub mod container;
+pub mod containerd;
 pub mod engine;
 pub mod error;
 pub mod events;

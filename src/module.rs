@@ -54,6 +54,16 @@ pub fn hand_off(
     max_bytes: u64,
 ) -> Result<ModuleHandoff> {
     let (sealed, digest) = sealed_copy(rootfs, module, max_bytes)?;
+    hand_off_sealed(sealed, digest, cache)
+}
+
+/// Sets up the cache entry and the artifact return pipe (when there is a cache) for a module
+/// already sealed (`sealed`, whose bytes hash to `digest`).
+pub fn hand_off_sealed(
+    sealed: File,
+    digest: String,
+    cache: Option<&ModuleCache>,
+) -> Result<ModuleHandoff> {
     let (cache_entry, artifact_out, store) = match cache {
         Some(cache) => {
             let (entry, lock) = match entry_or_compile_lock(cache, &digest) {
@@ -113,15 +123,8 @@ fn too_big(module: &Path, len: u64, max_bytes: u64) -> Error {
 /// module in its own memory; at most `max_bytes` are copied (the file may grow meanwhile).
 fn sealed_copy(rootfs: &Path, module: &Path, max_bytes: u64) -> Result<(File, String)> {
     let mut source = open_in_root(rootfs, module, max_bytes)?;
-    let fd = memfd_create(
-        c"wasm-module",
-        MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
-    )
-    .context(|| "create a memfd for the module".into())?;
-    let mut sealed = File::from(fd);
-    let mut hasher = Sha256::new();
+    let mut sealed = SealedModule::new(max_bytes)?;
     let mut chunk = vec![0u8; 1 << 16];
-    let mut copied: u64 = 0;
     loop {
         let n = match source.read(&mut chunk) {
             Ok(0) => break,
@@ -129,35 +132,101 @@ fn sealed_copy(rootfs: &Path, module: &Path, max_bytes: u64) -> Result<(File, St
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(Error::io_path("read the module", module, e)),
         };
-        if copied == 0 && !chunk[..n].starts_with(WASM_MAGIC) {
-            return Err(Error::InvalidArgument(format!(
-                "entrypoint {} changed while the container was created: it is no longer a WebAssembly module",
-                module.display()
-            )));
+        match sealed.append(&chunk[..n]) {
+            Ok(()) => {}
+            Err(Refusal::NotWasm) => {
+                return Err(Error::InvalidArgument(format!(
+                    "entrypoint {} changed while the container was created: it is no longer a WebAssembly module",
+                    module.display()
+                )))
+            }
+            Err(Refusal::TooBig(len)) => return Err(too_big(module, len, max_bytes)),
+            Err(Refusal::Error(e)) => return Err(e),
         }
-        copied += n as u64;
-        if copied > max_bytes {
-            return Err(too_big(module, copied, max_bytes));
-        }
-        hasher.update(&chunk[..n]);
-        sealed
-            .write_all(&chunk[..n])
-            .context(|| "copy the module into its memfd".into())?;
     }
-    let seals = SealFlag::F_SEAL_WRITE
-        | SealFlag::F_SEAL_GROW
-        | SealFlag::F_SEAL_SHRINK
-        | SealFlag::F_SEAL_SEAL;
-    fcntl(&sealed, FcntlArg::F_ADD_SEALS(seals)).context(|| "seal the module's memfd".into())?;
-    sealed
-        .rewind()
-        .context(|| "rewind the module's memfd".into())?;
-    let digest = hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let (sealed, digest, _) = sealed.seal()?;
     Ok((sealed, digest))
+}
+
+/// A memfd being filled with a module's bytes, hashing exactly what it holds; sealed (no
+/// write, grow or shrink, no new seals) once complete, so the guest compiles what was hashed.
+pub struct SealedModule {
+    file: File,
+    hasher: Sha256,
+    len: u64,
+    max_bytes: u64,
+}
+
+/// Why [`SealedModule::append`] refused a chunk.
+#[derive(Debug)]
+pub enum Refusal {
+    /// The first bytes are not wasm's magic number.
+    NotWasm,
+    /// The module grew past the limit (the length so far).
+    TooBig(u64),
+    Error(Error),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::NotWasm => write!(f, "not a WebAssembly module"),
+            Refusal::TooBig(len) => write!(f, "more than the limit ({len} bytes so far)"),
+            Refusal::Error(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl SealedModule {
+    pub fn new(max_bytes: u64) -> Result<SealedModule> {
+        let fd = memfd_create(
+            c"wasm-module",
+            MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
+        )
+        .context(|| "create a memfd for the module".into())?;
+        Ok(SealedModule {
+            file: File::from(fd),
+            hasher: Sha256::new(),
+            len: 0,
+            max_bytes,
+        })
+    }
+
+    /// Appends the next `chunk` of the module.
+    pub fn append(&mut self, chunk: &[u8]) -> std::result::Result<(), Refusal> {
+        if self.len == 0 && !chunk.is_empty() && !chunk.starts_with(WASM_MAGIC) {
+            return Err(Refusal::NotWasm);
+        }
+        self.len += chunk.len() as u64;
+        if self.len > self.max_bytes {
+            return Err(Refusal::TooBig(self.len));
+        }
+        self.hasher.update(chunk);
+        self.file
+            .write_all(chunk)
+            .context(|| "copy the module into its memfd".into())
+            .map_err(Refusal::Error)
+    }
+
+    /// Seals the memfd: returns it rewound, the hex sha256 of its bytes and their length.
+    pub fn seal(mut self) -> Result<(File, String, u64)> {
+        let seals = SealFlag::F_SEAL_WRITE
+            | SealFlag::F_SEAL_GROW
+            | SealFlag::F_SEAL_SHRINK
+            | SealFlag::F_SEAL_SEAL;
+        fcntl(&self.file, FcntlArg::F_ADD_SEALS(seals))
+            .context(|| "seal the module's memfd".into())?;
+        self.file
+            .rewind()
+            .context(|| "rewind the module's memfd".into())?;
+        let digest = self
+            .hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Ok((self.file, digest, self.len))
+    }
 }
 
 /// The cache entry of the module, or the right to compile it: while another container (of

@@ -27,7 +27,7 @@ use crate::guest::{GuestFds, GuestProcess};
 use crate::native::{NativeExec, NativeRuntime, NativeStdio};
 use crate::options::RuntimeOptions;
 use crate::spec::{CacheUse, Plan, RunPlan};
-use crate::{console, module, rootfs, spec, stdio};
+use crate::{artifact, console, containerd, module, rootfs, spec, stdio};
 
 /// The file in the bundle that records the init process's identity (pid and start time), so
 /// `delete` can end a guest whose shim is gone, and only that guest.
@@ -70,6 +70,9 @@ enum Slot {
 pub struct Service {
     /// containerd's namespace of this shim's containers.
     namespace: String,
+    /// containerd's gRPC socket (`-address`), where a wasm artifact's module is read from;
+    /// empty when containerd gave none.
+    containerd_address: String,
     /// Locked only to find, add or remove a container, never across a wait.
     containers: Mutex<HashMap<String, Slot>>,
     events: Events,
@@ -83,6 +86,17 @@ pub struct Service {
     /// The threads storing freshly compiled modules: the shim waits for them before it
     /// exits, or a short-lived container's compile would never reach the cache.
     stores: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+/// How long a Create waits for containerd to say what the container's image is.
+const CONTAINERD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Where a wasm process's module comes from.
+enum ModuleSource {
+    /// The file `process.args[0]` names in the container.
+    Rootfs,
+    /// The wasm layer of the container's image, read from containerd's content store.
+    Artifact(containerd::Client, artifact::ModuleLayer),
 }
 
 /// How long an exiting shim waits for compiled modules still being stored (a large artifact
@@ -105,9 +119,15 @@ impl Drop for Reservation<'_> {
 }
 
 impl Service {
-    pub fn new(namespace: &str, events: Events, exit: Arc<ExitSignal>) -> Service {
+    pub fn new(
+        namespace: &str,
+        containerd_address: &str,
+        events: Events,
+        exit: Arc<ExitSignal>,
+    ) -> Service {
         Service {
             namespace: namespace.to_string(),
+            containerd_address: containerd_address.to_string(),
             containers: Mutex::new(HashMap::new()),
             events,
             exit,
@@ -231,9 +251,9 @@ impl Service {
             stderr: req.stderr.clone(),
             terminal: req.terminal,
         };
-        let mut plan = match spec::plan(&req.id, spec, rootfs)? {
-            Plan::Wasm(plan) => plan,
-            Plan::Native { entrypoint } => {
+        let (mut plan, source) = match self.plan(&req.id, spec, rootfs).await? {
+            (Plan::Wasm(plan), source) => (plan, source),
+            (Plan::Native { entrypoint }, _) => {
                 info!(
                     "create id={} entrypoint={} is a native executable: it runs under runc",
                     req.id,
@@ -257,7 +277,7 @@ impl Service {
             ready_timeout: options.ready_timeout,
         };
         let spawned = self
-            .wasm_process(plan, bundle, stdio, placement, options)
+            .wasm_process(plan, source, bundle, stdio, placement, options)
             .await;
         let (init, exit) = match spawned {
             Ok(spawned) => spawned,
@@ -275,22 +295,93 @@ impl Service {
         })
     }
 
+    /// The init process's plan, and where its module comes from: the rootfs, or, when
+    /// `process.args[0]` names no module there, the container's image if it is a wasm
+    /// artifact (see `artifact`). Any other failure is the rootfs's own.
+    async fn plan(
+        &self,
+        id: &str,
+        spec: &oci_spec::runtime::Spec,
+        rootfs: &Path,
+    ) -> Result<(Plan, ModuleSource)> {
+        let unresolved = match spec::plan(id, spec, rootfs) {
+            Ok(plan) => return Ok((plan, ModuleSource::Rootfs)),
+            Err(e) => e,
+        };
+        let cri_image_name = spec
+            .annotations()
+            .as_ref()
+            .and_then(|a| a.get(artifact::CRI_IMAGE_NAME_ANNOTATION));
+        let Some((client, layer)) = self.artifact_layer(id, cri_image_name).await? else {
+            return Err(unresolved);
+        };
+        info!(
+            "create id={id}: process.args[0] is no file of the rootfs; running the wasm layer {} ({}) of image {}",
+            layer.digest, layer.media_type, layer.image
+        );
+        let plan = spec::artifact_plan(id, spec, rootfs)?;
+        Ok((
+            Plan::Wasm(Box::new(plan)),
+            ModuleSource::Artifact(client, layer),
+        ))
+    }
+
+    /// The wasm layer of container `id`'s image, if containerd can be asked and the image is
+    /// a wasm artifact; errors only for an artifact that cannot run (with the reason).
+    async fn artifact_layer(
+        &self,
+        id: &str,
+        cri_image_name: Option<&String>,
+    ) -> Result<Option<(containerd::Client, artifact::ModuleLayer)>> {
+        if self.containerd_address.is_empty() {
+            return Ok(None);
+        }
+        let lookup = async {
+            let client = containerd::Client::connect(&self.containerd_address, &self.namespace)
+                .await
+                .map_err(Error::Internal)?;
+            let layer = artifact::find(&client, id, cri_image_name.map(String::as_str)).await?;
+            Ok::<_, Error>(layer.map(|layer| (client, layer)))
+        };
+        match tokio::time::timeout(CONTAINERD_TIMEOUT, lookup).await {
+            Ok(Ok(found)) => Ok(found),
+            Ok(Err(e @ Error::InvalidArgument(_))) => Err(e),
+            Ok(Err(e)) => {
+                warn!("create id={id}: could not read the container's image from containerd: {e}");
+                Ok(None)
+            }
+            Err(_) => {
+                warn!("create id={id}: containerd did not give the container's image in {CONTAINERD_TIMEOUT:?}");
+                Ok(None)
+            }
+        }
+    }
+
     /// A wasm guest process for `plan` with the `stdio` containerd gave, placed as `placement`
     /// says: the process, created (set up, compiling), and the watch on its exit.
     async fn wasm_process(
         &self,
         mut plan: Box<RunPlan>,
+        source: ModuleSource,
         bundle: &Path,
         stdio: StdioPaths,
         placement: Placement,
         options: &RuntimeOptions,
     ) -> Result<(Arc<Process>, ExitWatch)> {
-        // Reading and hashing a big module takes a while: off the runtime's threads, so the
-        // pod's other containers are answered meanwhile.
+        // Reading and hashing a big module takes a while, and waiting for another
+        // container's compile longer: off the runtime's threads, so the pod's other
+        // containers are answered meanwhile.
         let (rootfs, module_path) = (plan.rootfs.clone(), plan.module.clone());
         let (cache, max_bytes) = (self.cache(options).cloned(), options.max_module_bytes);
-        let handoff = tokio::task::spawn_blocking(move || {
-            module::hand_off(&rootfs, &module_path, cache.as_ref(), max_bytes)
+        let sealed = match source {
+            ModuleSource::Rootfs => None,
+            ModuleSource::Artifact(client, layer) => {
+                Some(artifact::seal(&client, &layer, max_bytes).await?)
+            }
+        };
+        let handoff = tokio::task::spawn_blocking(move || match sealed {
+            Some((sealed, digest)) => module::hand_off_sealed(sealed, digest, cache.as_ref()),
+            None => module::hand_off(&rootfs, &module_path, cache.as_ref(), max_bytes),
         })
         .await
         .map_err(|e| Error::Internal(format!("module hand-off task failed: {e}")))??;
@@ -627,7 +718,14 @@ impl Service {
             ready_timeout: options.ready_timeout,
         };
         let (process, exit) = self
-            .wasm_process(plan, &container.bundle, stdio, placement, &options)
+            .wasm_process(
+                plan,
+                ModuleSource::Rootfs,
+                &container.bundle,
+                stdio,
+                placement,
+                &options,
+            )
             .await?;
         Ok(Exec {
             process,

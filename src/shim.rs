@@ -34,6 +34,8 @@ pub struct WasmShim {
     bundle: PathBuf,
     /// The container id containerd passed (`-id`).
     id: String,
+    /// containerd's gRPC socket (`-address`).
+    containerd_address: String,
 }
 
 #[async_trait]
@@ -56,6 +58,7 @@ impl Shim for WasmShim {
             namespace: args.namespace.clone(),
             bundle,
             id: args.id.clone(),
+            containerd_address: args.address.clone(),
         }
     }
 
@@ -133,7 +136,12 @@ impl Shim for WasmShim {
     async fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
         // Events go through a publisher of this shim's own (see `events`), to the same socket.
         let events = Events::spawn(publisher.address.clone(), self.namespace.clone());
-        let service = Arc::new(Service::new(&self.namespace, events, self.exit.clone()));
+        let service = Arc::new(Service::new(
+            &self.namespace,
+            &self.containerd_address,
+            events,
+            self.exit.clone(),
+        ));
         TaskService::new(service)
     }
 }

@@ -145,6 +145,43 @@ pub enum Entrypoint {
 
 /// Builds the plan for the container's init process from its spec.
 pub fn plan(id: &str, spec: &Spec, rootfs: &Path) -> Result<Plan> {
+    let (args, env, cwd) = init_process(spec)?;
+    let module = match resolve_entrypoint(rootfs, &args, &env, &cwd)? {
+        Entrypoint::Wasm(module) => module,
+        Entrypoint::Native(entrypoint) => return Ok(Plan::Native { entrypoint }),
+    };
+    let invocation = Invocation {
+        module,
+        args,
+        env,
+        cwd,
+    };
+    wasm_plan(id, spec, rootfs, invocation).map(|p| Plan::Wasm(Box::new(p)))
+}
+
+/// The plan of a container whose module is its image's wasm layer (see `artifact`), not a
+/// file of the rootfs: `process.args[0]` is then only the guest's argv[0].
+pub fn artifact_plan(id: &str, spec: &Spec, rootfs: &Path) -> Result<RunPlan> {
+    let (args, env, cwd) = init_process(spec)?;
+    let module = PathBuf::from(args.first().filter(|a| !a.is_empty()).ok_or_else(|| {
+        Error::InvalidArgument(
+            "process.args is empty: a wasm artifact's container needs a command (its first argument is the module's argv[0])".into(),
+        )
+    })?);
+    let invocation = Invocation {
+        module,
+        args,
+        env,
+        cwd,
+    };
+    wasm_plan(id, spec, rootfs, invocation)
+}
+
+/// `process.args`, the parsed `process.env` and `process.cwd`.
+type ProcessParts = (Vec<String>, Vec<(String, String)>, PathBuf);
+
+/// The init process's args, env and cwd (checked to be absolute).
+fn init_process(spec: &Spec) -> Result<ProcessParts> {
     let process = spec
         .process()
         .as_ref()
@@ -158,17 +195,7 @@ pub fn plan(id: &str, spec: &Spec, rootfs: &Path) -> Result<Plan> {
             cwd.display()
         )));
     }
-    let module = match resolve_entrypoint(rootfs, &args, &env, &cwd)? {
-        Entrypoint::Wasm(module) => module,
-        Entrypoint::Native(entrypoint) => return Ok(Plan::Native { entrypoint }),
-    };
-    let invocation = Invocation {
-        module,
-        args,
-        env,
-        cwd,
-    };
-    wasm_plan(id, spec, rootfs, invocation).map(|p| Plan::Wasm(Box::new(p)))
+    Ok((args, env, cwd))
 }
 
 /// The plan of a process exec'd into the running container whose init is `init_pid`: the

@@ -506,7 +506,7 @@ fn build_images(tests: &[TestCase], work: &Path) -> BTreeMap<ImageKey, String> {
 
 fn build_image(key: &ImageKey, members: &[&TestCase], reference: &str, tar: &Path, stage: &Path) {
     let first = members[0];
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wasm-image"));
+    let mut cmd = Command::new(common::image_tool());
     cmd.arg("build")
         .arg("--module")
         .arg(&first.wasm)

@@ -10,6 +10,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::cri::{log_file, log_lines, Cri, Pod};
+use common::registry::{self, Registry};
 use common::{build_image, containerd, guests_dir, parent_pid, proc_status};
 use k8s_cri::v1::ContainerState;
 
@@ -145,7 +146,18 @@ fn run_to_exit(
     name: &str,
     args: &[&str],
 ) -> (String, k8s_cri::v1::ContainerStatus) {
-    let id = cri.create_container(pod, name, 0, PROBE, args).unwrap();
+    run_image_to_exit(cri, pod, name, PROBE, args)
+}
+
+/// [`run_to_exit`] of another image.
+fn run_image_to_exit(
+    cri: &mut Cri,
+    pod: &Pod,
+    name: &str,
+    image: &str,
+    args: &[&str],
+) -> (String, k8s_cri::v1::ContainerStatus) {
+    let id = cri.create_container(pod, name, 0, image, args).unwrap();
     cri.start_container(&id).unwrap();
     let status = cri.wait_exited(&id, Duration::from_secs(60));
     (id, status)
@@ -174,7 +186,7 @@ fn an_image_pulled_from_a_registry_by_pullimage_runs_in_a_pod() {
     let registry = common::registry::Registry::start();
     let reference = format!("{}/cri-pulled:latest", registry.host);
     let tar = work_dir().join("cri-pulled.tar");
-    let built = std::process::Command::new(env!("CARGO_BIN_EXE_wasm-image"))
+    let built = std::process::Command::new(common::image_tool())
         .args(["build", "--module"])
         .arg(guests_dir().join("probe.wasm"))
         .args(["--entrypoint", "/probe.wasm", "--name", &reference, "-o"])
@@ -520,4 +532,113 @@ fn an_oom_kill_shows_as_oomkilled_with_137() {
         (137, "OOMKilled")
     );
     remove_pod(&mut cri, &pod, &[&id]);
+}
+
+#[test]
+fn wasm_artifacts_pulled_by_pullimage_run_in_a_pod() {
+    // Both artifact formats, as `wasm-image push` writes them: the module is a layer of its
+    // own, which containerd does not unpack; the shim reads it from the content store.
+    let registry = Registry::start();
+    let mut cri = cri();
+    for format in ["wasm-v1", "wasm-v0"] {
+        let module = guests_dir().join("probe.wasm");
+        let reference = registry.push_with_tool(format, &module, format, "latest");
+        let pulled = cri.pull_image(&reference);
+        if !containerd().unpacks_wasm_artifacts() {
+            // containerd before 1.6.25 / 1.7.7 counts every layer as a rootfs layer.
+            let refused = pulled.unwrap_err();
+            assert!(
+                refused.contains("mismatched image rootfs and manifest layers"),
+                "{refused}"
+            );
+            continue;
+        }
+        pulled.unwrap();
+        let (pod, logs) = pod(&mut cri, &format!("artifact-{format}"));
+        let app = cri
+            .create_container(&pod, "app", 0, &reference, &["probe", "args", format])
+            .unwrap();
+        cri.start_container(&app).unwrap();
+        let status = cri.wait_exited(&app, Duration::from_secs(60));
+        assert_eq!((status.exit_code, status.reason.as_str()), (0, "Completed"));
+        assert_eq!(
+            log_lines(&logs.join(log_file("app", 0))),
+            [
+                ("stdout".to_string(), "probe".to_string()),
+                ("stdout".to_string(), "args".to_string()),
+                ("stdout".to_string(), format.to_string()),
+            ]
+        );
+        let (failing, status) = run_image_to_exit(
+            &mut cri,
+            &pod,
+            "failing",
+            &reference,
+            &["probe", "exit", "3"],
+        );
+        assert_eq!((status.exit_code, status.reason.as_str()), (3, "Error"));
+        remove_pod(&mut cri, &pod, &[&app, &failing]);
+    }
+}
+
+#[test]
+fn a_wasm_artifact_without_a_wasm_layer_fails_to_start_with_the_reason() {
+    let registry = Registry::start();
+    let (reference, _) =
+        registry.push_manifest("no-layer", "latest", (registry::WASM_CONFIG_V1, b"{}"), &[]);
+    let mut cri = cri();
+    // No layer at all: every containerd pulls it.
+    cri.pull_image(&reference).unwrap();
+    let (pod, _) = pod(&mut cri, "no-layer");
+    let id = cri
+        .create_container(&pod, "app", 0, &reference, &["app.wasm"])
+        .unwrap();
+    let refused = cri.start_container(&id).unwrap_err();
+    let reason = format!(
+        "is a wasm artifact (config {}) with no wasm layer ({} or {}): it has no module to run",
+        registry::WASM_CONFIG_V1,
+        registry::WASM_LAYER_V1,
+        registry::WASM_LAYER_V0
+    );
+    assert!(refused.contains(&reason), "{refused}");
+    remove_pod(&mut cri, &pod, &[&id]);
+}
+
+#[test]
+fn two_v1_artifacts_in_one_pod_each_run_their_own_module() {
+    // CRI names an image by its config's digest; wasm-image's v1 config names the module's
+    // layer, so two artifacts are two images and each container runs its own module.
+    let registry = Registry::start();
+    let mut cri = cri();
+    let hello = registry.push_with_tool("wasm-v1", &guests_dir().join("hello.wasm"), "hello", "1");
+    let probe = registry.push_with_tool("wasm-v1", &guests_dir().join("probe.wasm"), "probe", "1");
+    let pulled = (cri.pull_image(&hello), cri.pull_image(&probe));
+    if !containerd().unpacks_wasm_artifacts() {
+        assert!(pulled
+            .0
+            .unwrap_err()
+            .contains("mismatched image rootfs and manifest layers"));
+        return;
+    }
+    let (hello_id, probe_id) = (pulled.0.unwrap(), pulled.1.unwrap());
+    assert_ne!(hello_id, probe_id, "one image id for two modules");
+    let (pod, logs) = pod(&mut cri, "two-artifacts");
+    let (first, status) = run_image_to_exit(&mut cri, &pod, "hello", &hello_id, &["hello.wasm"]);
+    assert_eq!((status.exit_code, status.reason.as_str()), (0, "Completed"));
+    let (second, status) =
+        run_image_to_exit(&mut cri, &pod, "probe", &probe_id, &["probe.wasm", "args"]);
+    assert_eq!((status.exit_code, status.reason.as_str()), (0, "Completed"));
+    let out = |name| log_lines(&logs.join(log_file(name, 0)));
+    assert_eq!(
+        out("hello"),
+        [("stdout".to_string(), "hello from wasm".to_string())]
+    );
+    assert_eq!(
+        out("probe"),
+        [
+            ("stdout".to_string(), "probe.wasm".to_string()),
+            ("stdout".to_string(), "args".to_string()),
+        ]
+    );
+    remove_pod(&mut cri, &pod, &[&first, &second]);
 }

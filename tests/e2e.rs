@@ -620,7 +620,7 @@ fn a_second_run_of_a_module_loads_it_from_the_cache() {
     let id = unique_id("cache");
     let module = work_dir().join(format!("{id}.wat"));
     std::fs::write(&module, unique_hello_wat(&id)).unwrap();
-    let digest = sha256_hex(&wat::parse_file(&module).unwrap());
+    let digest = common::sha256_hex(&wat::parse_file(&module).unwrap());
     let name = image(&format!("docker.io/library/e2e-{id}:latest"), &module, &[]);
     for round in 0..2 {
         let r = run(image_opts(&name, &format!("{id}-{round}")));
@@ -640,7 +640,7 @@ fn containers_starting_a_new_module_together_compile_it_once() {
     let id = unique_id("once");
     let module = work_dir().join(format!("{id}.wat"));
     std::fs::write(&module, common::big_module_wat(&id, 40_000)).unwrap();
-    let digest = sha256_hex(&wat::parse_file(&module).unwrap());
+    let digest = common::sha256_hex(&wat::parse_file(&module).unwrap());
     let name = image(&format!("docker.io/library/e2e-{id}:latest"), &module, &[]);
     let runs: Vec<_> = (0..3)
         .map(|i| {
@@ -721,7 +721,7 @@ fn a_corrupt_cache_entry_is_discarded_and_rebuilt() {
     let id = unique_id("corrupt");
     let module = work_dir().join(format!("{id}.wat"));
     std::fs::write(&module, unique_hello_wat(&id)).unwrap();
-    let digest = sha256_hex(&wat::parse_file(&module).unwrap());
+    let digest = common::sha256_hex(&wat::parse_file(&module).unwrap());
     let name = image(&format!("docker.io/library/e2e-{id}:latest"), &module, &[]);
     let run_once = |round: usize| {
         let r = run(image_opts(&name, &format!("{id}-{round}")));
@@ -806,14 +806,6 @@ fn version_flag_prints_the_version() {
         text.contains(env!("CARGO_PKG_VERSION")) && text.contains("io.containerd.wasm.v1"),
         "{text}"
     );
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 #[test]

@@ -39,6 +39,22 @@ pub struct Containerd {
     pub socket: PathBuf,
     /// The daemon's major version (1 for 1.6/1.7, 2 for 2.x), from `ctr version`.
     pub major: u32,
+    /// The daemon's (major, minor, patch), from `ctr version`.
+    pub version: (u32, u32, u32),
+}
+
+impl Containerd {
+    /// Whether this containerd pulls an image with layers of media types it does not know
+    /// (a wasm OCI artifact's module layer), skipping them at unpack: 1.6.25+, 1.7.7+ and 2.x
+    /// (containerd/containerd#9142). Older releases refuse with "mismatched image rootfs and
+    /// manifest layers".
+    pub fn unpacks_wasm_artifacts(&self) -> bool {
+        match self.version {
+            (1, 6, patch) => patch >= 25,
+            (1, 7, patch) => patch >= 7,
+            (major, _, _) => major >= 2,
+        }
+    }
 }
 
 /// The `ctr` to run: `$CTR` (as for tests/harness/containerd.sh, e.g. the ctr of a containerd
@@ -63,7 +79,12 @@ pub fn containerd() -> &'static Containerd {
                  `make test`, or start containerd yourself and export {DIR_ENV}=DIR."
             ),
         };
-        let mut c = Containerd { socket: dir.join("containerd.sock"), dir, major: 0 };
+        let mut c = Containerd {
+            socket: dir.join("containerd.sock"),
+            dir,
+            major: 0,
+            version: (0, 0, 0),
+        };
         let shim = c.shim_path();
         assert!(
             shim.exists(),
@@ -90,19 +111,27 @@ pub fn containerd() -> &'static Containerd {
             c.dir.display(),
             String::from_utf8_lossy(&out.stderr)
         );
-        c.major = server_major(&String::from_utf8_lossy(&out.stdout));
+        c.version = server_version(&String::from_utf8_lossy(&out.stdout));
+        c.major = c.version.0;
         c
     })
 }
 
-/// The major version in `ctr version`'s "Server:" section ("  Version:  2.1.9+unknown").
-fn server_major(version_output: &str) -> u32 {
+/// The version in `ctr version`'s "Server:" section ("  Version:  2.1.9+unknown",
+/// "1.6.20~ds1"): (major, minor, patch).
+fn server_version(version_output: &str) -> (u32, u32, u32) {
     let server = version_output.split("Server:").nth(1).unwrap_or_default();
-    server
+    let parsed = server
         .lines()
         .find_map(|l| l.trim().strip_prefix("Version:"))
-        .and_then(|v| v.trim().split('.').next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no server version in `ctr version`:\n{version_output}"))
+        .and_then(|v| {
+            let mut numbers = v.trim().split('.').map(|part| {
+                let digits: String = part.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse::<u32>().ok()
+            });
+            Some((numbers.next()??, numbers.next()??, numbers.next()??))
+        });
+    parsed.unwrap_or_else(|| panic!("no server version in `ctr version`:\n{version_output}"))
 }
 
 /// `prefix-<pid>-<counter>-<time>`: unique across parallel tests and test binaries, and a valid
@@ -819,6 +848,21 @@ pub fn guests_dir() -> PathBuf {
     )
 }
 
+/// The image tool, `wasm-image`. It is a binary of the workspace's other package, for which
+/// cargo gives this package's tests no `CARGO_BIN_EXE_*`, so it is looked for beside the shim:
+/// both are built into the same target directory by `cargo build --workspace`.
+pub fn image_tool() -> PathBuf {
+    let tool =
+        Path::new(env!("CARGO_BIN_EXE_containerd-shim-wasm-v1")).with_file_name("wasm-image");
+    assert!(
+        tool.is_file(),
+        "{} is missing: build the image tool with `cargo build --workspace` (as `make build` \
+         does); `cargo test` of the shim's package alone does not build it",
+        tool.display()
+    );
+    tool
+}
+
 /// Builds an image with `wasm-image build` (its tar goes in `work`) and imports it into
 /// `namespace`. `extra` are further `build` options.
 pub fn build_image(
@@ -829,7 +873,7 @@ pub fn build_image(
     extra: &[&str],
 ) -> String {
     let tar = work.join(format!("{}.tar", name.replace(['/', ':'], "_")));
-    let out = Command::new(env!("CARGO_BIN_EXE_wasm-image"))
+    let out = Command::new(image_tool())
         .args(["build", "--module"])
         .arg(module)
         .args(["--name", name, "-o"])
@@ -1011,4 +1055,40 @@ pub fn big_module_wat(id: &str, functions: usize) -> String {
     }
     wat.push_str("(func (export \"_start\") i32.const 1 call $f0 drop i32.const 0 call $exit))\n");
     wat
+}
+
+/// `module` with a custom section (id 0) named `name` appended: the same program, new bytes
+/// (so a digest nothing has seen). Custom sections may come anywhere, last included.
+pub fn with_custom_section(module: &[u8], name: &str, payload: &[u8]) -> Vec<u8> {
+    let mut body = leb128(name.len());
+    body.extend_from_slice(name.as_bytes());
+    body.extend_from_slice(payload);
+    let mut out = module.to_vec();
+    out.push(0);
+    out.extend(leb128(body.len()));
+    out.extend(body);
+    out
+}
+
+/// Unsigned LEB128, wasm's encoding of counts and sizes.
+pub fn leb128(mut n: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return out;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// Hex sha256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

@@ -80,6 +80,83 @@ impl Registry {
     }
 }
 
+/// The media types of an OCI image manifest and config, and of a wasm layer in each artifact
+/// format (see the shim's `artifact` module).
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub const WASM_CONFIG_V1: &str = "application/vnd.wasm.config.v1+json";
+pub const WASM_LAYER_V1: &str = "application/vnd.wasm.content.layer.v1+wasm";
+pub const WASM_CONFIG_V0: &str = "application/vnd.wasm.config.v0+json";
+pub const WASM_LAYER_V0: &str = "application/wasm";
+
+impl Registry {
+    /// Pushes a manifest made here (with wasm-image's registry client) as `repo:tag`: its
+    /// config (media type, bytes) and layers (media type, bytes). Returns the reference and
+    /// the layers' digests. For images no tool writes: one with two wasm layers, or none.
+    pub fn push_manifest(
+        &self,
+        repo: &str,
+        tag: &str,
+        config: (&str, &[u8]),
+        layers: &[(&str, &[u8])],
+    ) -> (String, Vec<String>) {
+        let client = wasm_image::registry::Client::new(&self.host);
+        let descriptor = |media_type: &str, bytes: &[u8]| {
+            let digest = client
+                .push_blob(repo, bytes)
+                .unwrap_or_else(|e| panic!("push a blob to {}/{repo}: {e}", self.host));
+            serde_json::json!({"mediaType": media_type, "digest": digest, "size": bytes.len()})
+        };
+        let config = descriptor(config.0, config.1);
+        let layers: Vec<serde_json::Value> = layers.iter().map(|(t, b)| descriptor(t, b)).collect();
+        let digests = layers
+            .iter()
+            .map(|l| l["digest"].as_str().unwrap().to_string())
+            .collect();
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": config,
+            "layers": layers,
+        });
+        client
+            .push_manifest(repo, tag, OCI_MANIFEST, manifest.to_string().as_bytes())
+            .unwrap_or_else(|e| panic!("push the manifest {}/{repo}:{tag}: {e}", self.host));
+        (format!("{}/{repo}:{tag}", self.host), digests)
+    }
+
+    /// `wasm-image push --format FORMAT --module MODULE --name REFERENCE`.
+    pub fn push_with_tool(&self, format: &str, module: &Path, repo: &str, tag: &str) -> String {
+        let reference = format!("{}/{repo}:{tag}", self.host);
+        let out = Command::new(super::image_tool())
+            .args(["push", "--format", format, "--module"])
+            .arg(module)
+            .args(["--name", &reference])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "wasm-image push --format {format} {reference} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        reference
+    }
+}
+
+/// An OCI image config for a wasm layer under it (runwasi's layout): `entrypoint`, no
+/// unpacked layers.
+pub fn image_config(entrypoint: &str) -> Vec<u8> {
+    serde_json::json!({
+        "architecture": "wasm",
+        "os": "wasip1",
+        "config": {"Entrypoint": [entrypoint]},
+        "rootfs": {"type": "layers", "diff_ids": []},
+    })
+    .to_string()
+    .into_bytes()
+}
+
 impl Drop for Registry {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 
 use prost::Message;
-use tonic::codegen::http::uri::PathAndQuery;
 
 /// `google.protobuf.Any`.
 #[derive(Clone, PartialEq, Message)]
@@ -120,7 +119,7 @@ pub fn get_task(socket: &Path, namespace: &str, id: &str) -> Result<Process, Str
         .ok_or_else(|| format!("Tasks.Get of {id} has no process"))
 }
 
-/// One unary gRPC call over containerd's unix socket, in `namespace`.
+/// One unary gRPC call over containerd's unix socket, in `namespace` (the shim's own client).
 async fn unary<Req, Resp>(
     socket: PathBuf,
     namespace: &str,
@@ -131,34 +130,8 @@ where
     Req: Message + Send + Sync + 'static,
     Resp: Message + Default + Send + Sync + 'static,
 {
-    let channel = tonic::transport::Endpoint::from_static("http://containerd")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let socket = socket.clone();
-            async move {
-                tokio::net::UnixStream::connect(socket)
-                    .await
-                    .map(hyper_util::rt::TokioIo::new)
-            }
-        }))
+    containerd_shim_wasm::containerd::Client::connect(socket, namespace)
+        .await?
+        .unary(method, request)
         .await
-        .map_err(|e| format!("connect to containerd: {e}"))?;
-    let mut client = tonic::client::Grpc::new(channel);
-    client
-        .ready()
-        .await
-        .map_err(|e| format!("containerd is not ready: {e}"))?;
-    let mut request = tonic::Request::new(request);
-    request.metadata_mut().insert(
-        "containerd-namespace",
-        namespace.parse().map_err(|e| format!("namespace: {e}"))?,
-    );
-    client
-        .unary(
-            request,
-            PathAndQuery::from_static(method),
-            tonic_prost::ProstCodec::default(),
-        )
-        .await
-        .map(tonic::Response::into_inner)
-        .map_err(|status| format!("{method}: {} {}", status.code(), status.message()))
 }
