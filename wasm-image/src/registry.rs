@@ -479,8 +479,9 @@ mod tests {
             .iter()
             .map(|r| format!("{} {}", r.method, r.path))
             .collect();
-        let config = sha256_digest(b"{}");
         let module = sha256_digest(b"\0asm\x01\0\0\0");
+        let config_blob = artifact::config(Format::WasmV1, &module);
+        let config = sha256_digest(&config_blob);
         let escaped = |digest: &str| digest.replace(':', "%3A");
         let expected = [
             "GET /v2/".to_string(),
@@ -499,7 +500,7 @@ mod tests {
             "PUT /v2/hello/manifests/v1".to_string(),
         ];
         assert_eq!(lines, expected);
-        assert_eq!(requests[3].body, b"{}");
+        assert_eq!(requests[3].body, config_blob);
         assert_eq!(
             requests[3].header("content-type"),
             Some("application/octet-stream")
