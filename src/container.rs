@@ -394,6 +394,8 @@ pub struct Container {
     pub cgroup: Arc<Cgroup>,
     /// runc, for a native container (see `native`).
     pub native: Option<NativeRuntime>,
+    /// The wasm layer of the container's image, when the init runs it (see `artifact`).
+    pub image_module: Option<crate::artifact::ModuleLayer>,
     /// Processes exec'd into the container, by exec id, until their Delete.
     pub execs: Mutex<std::collections::HashMap<String, Arc<Process>>>,
 }

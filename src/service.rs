@@ -58,6 +58,8 @@ struct Created {
     cgroup: Arc<Cgroup>,
     exit: ExitWatch,
     native: Option<NativeRuntime>,
+    /// The image's wasm layer, when the init runs one (execs may run it too).
+    image_module: Option<artifact::ModuleLayer>,
 }
 
 /// An entry of the container map: reserved while its Create runs (invisible to every other
@@ -205,6 +207,7 @@ impl Service {
             cgroup,
             exit,
             native,
+            image_module,
         } = match created {
             Ok(created) => created,
             Err(e) => {
@@ -224,6 +227,7 @@ impl Service {
             init,
             cgroup,
             native,
+            image_module,
             execs: Default::default(),
         });
         // TaskCreate is queued before anything can queue this container's TaskExit.
@@ -276,6 +280,10 @@ impl Service {
             resources: Some(resources.cloned().unwrap_or_default()),
             ready_timeout: options.ready_timeout,
         };
+        let image_module = match &source {
+            ModuleSource::Artifact(_, layer) => Some(layer.clone()),
+            ModuleSource::Rootfs => None,
+        };
         let spawned = self
             .wasm_process(plan, source, bundle, stdio, placement, options)
             .await;
@@ -292,6 +300,7 @@ impl Service {
             cgroup,
             exit,
             native: None,
+            image_module,
         })
     }
 
@@ -460,6 +469,7 @@ impl Service {
             cgroup,
             exit,
             native: Some(runtime),
+            image_module: None,
         })
     }
 
@@ -687,9 +697,9 @@ impl Service {
             terminal: req.terminal,
         };
         let spec = spec::load_spec(&container.bundle)?;
-        let plan = spec::exec_plan(id, &spec, &process, &container.rootfs, container.init.pid())?;
+        let (plan, source) = self.exec_plan(&container, &spec, &process).await?;
         let exec = match plan {
-            Plan::Wasm(plan) => self.exec_wasm(&container, plan, stdio).await?,
+            Plan::Wasm(plan) => self.exec_wasm(&container, plan, source, stdio).await?,
             Plan::Native { .. } => exec_native(&container, exec_id, process, stdio).await?,
         };
         if let Err(e) = container.add_exec(exec_id, exec.process.clone()) {
@@ -704,11 +714,39 @@ impl Service {
         Ok(())
     }
 
+    /// An exec's plan and where its module comes from: the rootfs, or, in a container that
+    /// runs its image's wasm layer, that layer when the exec's `args[0]` names no file there
+    /// (an exec probe that runs the app's module with other arguments).
+    async fn exec_plan(
+        &self,
+        container: &Container,
+        spec: &oci_spec::runtime::Spec,
+        process: &oci_spec::runtime::Process,
+    ) -> Result<(Plan, ModuleSource)> {
+        let (id, rootfs, init_pid) = (&container.id, &container.rootfs, container.init.pid());
+        let unresolved = match spec::exec_plan(id, spec, process, rootfs, init_pid) {
+            Ok(plan) => return Ok((plan, ModuleSource::Rootfs)),
+            Err(e) => e,
+        };
+        let Some(layer) = container.image_module.clone() else {
+            return Err(unresolved);
+        };
+        let plan = spec::artifact_exec_plan(id, spec, process, rootfs, init_pid)?;
+        let client = containerd::Client::connect(&self.containerd_address, &self.namespace)
+            .await
+            .map_err(Error::Internal)?;
+        Ok((
+            Plan::Wasm(Box::new(plan)),
+            ModuleSource::Artifact(client, layer),
+        ))
+    }
+
     /// A wasm exec: its guest, created now, joins the container and waits for Start.
     async fn exec_wasm(
         &self,
         container: &Arc<Container>,
         plan: Box<RunPlan>,
+        source: ModuleSource,
         stdio: StdioPaths,
     ) -> Result<Exec> {
         let options = self.options.get().cloned().unwrap_or_default();
@@ -718,14 +756,7 @@ impl Service {
             ready_timeout: options.ready_timeout,
         };
         let (process, exit) = self
-            .wasm_process(
-                plan,
-                ModuleSource::Rootfs,
-                &container.bundle,
-                stdio,
-                placement,
-                &options,
-            )
+            .wasm_process(plan, source, &container.bundle, stdio, placement, &options)
             .await?;
         Ok(Exec {
             process,

@@ -145,16 +145,9 @@ pub enum Entrypoint {
 
 /// Builds the plan for the container's init process from its spec.
 pub fn plan(id: &str, spec: &Spec, rootfs: &Path) -> Result<Plan> {
-    let (args, env, cwd) = init_process(spec)?;
-    let module = match resolve_entrypoint(rootfs, &args, &env, &cwd)? {
-        Entrypoint::Wasm(module) => module,
-        Entrypoint::Native(entrypoint) => return Ok(Plan::Native { entrypoint }),
-    };
-    let invocation = Invocation {
-        module,
-        args,
-        env,
-        cwd,
+    let invocation = match Invocation::resolved(init_process(spec)?, "process.cwd", rootfs)? {
+        Ok(invocation) => invocation,
+        Err(entrypoint) => return Ok(Plan::Native { entrypoint }),
     };
     wasm_plan(id, spec, rootfs, invocation).map(|p| Plan::Wasm(Box::new(p)))
 }
@@ -162,40 +155,14 @@ pub fn plan(id: &str, spec: &Spec, rootfs: &Path) -> Result<Plan> {
 /// The plan of a container whose module is its image's wasm layer (see `artifact`), not a
 /// file of the rootfs: `process.args[0]` is then only the guest's argv[0].
 pub fn artifact_plan(id: &str, spec: &Spec, rootfs: &Path) -> Result<RunPlan> {
-    let (args, env, cwd) = init_process(spec)?;
-    let module = PathBuf::from(args.first().filter(|a| !a.is_empty()).ok_or_else(|| {
-        Error::InvalidArgument(
-            "process.args is empty: a wasm artifact's container needs a command (its first argument is the module's argv[0])".into(),
-        )
-    })?);
-    let invocation = Invocation {
-        module,
-        args,
-        env,
-        cwd,
-    };
+    let invocation = Invocation::of_artifact(init_process(spec)?, "process.cwd")?;
     wasm_plan(id, spec, rootfs, invocation)
 }
 
-/// `process.args`, the parsed `process.env` and `process.cwd`.
-type ProcessParts = (Vec<String>, Vec<(String, String)>, PathBuf);
-
-/// The init process's args, env and cwd (checked to be absolute).
-fn init_process(spec: &Spec) -> Result<ProcessParts> {
-    let process = spec
-        .process()
+fn init_process(spec: &Spec) -> Result<&oci_spec::runtime::Process> {
+    spec.process()
         .as_ref()
-        .ok_or_else(|| Error::InvalidArgument("the OCI spec has no process".into()))?;
-    let args = process.args().clone().unwrap_or_default();
-    let env = parse_env(process.env().as_deref().unwrap_or_default())?;
-    let cwd = process.cwd().clone();
-    if !cwd.is_absolute() {
-        return Err(Error::InvalidArgument(format!(
-            "process.cwd {} must be an absolute path",
-            cwd.display()
-        )));
-    }
-    Ok((args, env, cwd))
+        .ok_or_else(|| Error::InvalidArgument("the OCI spec has no process".into()))
 }
 
 /// The plan of a process exec'd into the running container whose init is `init_pid`: the
@@ -208,33 +175,38 @@ pub fn exec_plan(
     rootfs: &Path,
     init_pid: i32,
 ) -> Result<Plan> {
-    let args = process.args().clone().unwrap_or_default();
-    let env = parse_env(process.env().as_deref().unwrap_or_default())?;
-    let cwd = process.cwd().clone();
-    if !cwd.is_absolute() {
-        return Err(Error::InvalidArgument(format!(
-            "the exec's cwd {} must be an absolute path",
-            cwd.display()
-        )));
-    }
-    let module = match resolve_entrypoint(rootfs, &args, &env, &cwd)? {
-        Entrypoint::Wasm(module) => module,
-        Entrypoint::Native(entrypoint) => return Ok(Plan::Native { entrypoint }),
+    let invocation = match Invocation::resolved(process, "the exec's cwd", rootfs)? {
+        Ok(invocation) => invocation,
+        Err(entrypoint) => return Ok(Plan::Native { entrypoint }),
     };
-    let mut plan = wasm_plan(
-        id,
-        spec,
-        rootfs,
-        Invocation {
-            module,
-            args,
-            env,
-            cwd,
-        },
-    )?;
+    exec_wasm_plan(id, spec, process, rootfs, init_pid, invocation).map(|p| Plan::Wasm(Box::new(p)))
+}
+
+/// The plan of an exec into a container whose module is its image's wasm layer, when the
+/// exec's `args[0]` names no file of the rootfs: the exec runs that module too.
+pub fn artifact_exec_plan(
+    id: &str,
+    spec: &Spec,
+    process: &oci_spec::runtime::Process,
+    rootfs: &Path,
+    init_pid: i32,
+) -> Result<RunPlan> {
+    let invocation = Invocation::of_artifact(process, "the exec's cwd")?;
+    exec_wasm_plan(id, spec, process, rootfs, init_pid, invocation)
+}
+
+fn exec_wasm_plan(
+    id: &str,
+    spec: &Spec,
+    process: &oci_spec::runtime::Process,
+    rootfs: &Path,
+    init_pid: i32,
+    invocation: Invocation,
+) -> Result<RunPlan> {
+    let mut plan = wasm_plan(id, spec, rootfs, invocation)?;
     plan.mounts.clear();
     plan.confinement = confine::for_exec(spec, process, init_pid)?;
-    Ok(Plan::Wasm(Box::new(plan)))
+    Ok(plan)
 }
 
 /// What a wasm guest runs: the module (a path in the container), argv, env and cwd.
@@ -243,6 +215,60 @@ struct Invocation {
     args: Vec<String>,
     env: Vec<(String, String)>,
     cwd: PathBuf,
+}
+
+impl Invocation {
+    /// `process` with its module resolved in the rootfs as runc resolves `args[0]`; a native
+    /// program's path in `Err` (it runs under runc). `cwd_name` names the cwd in messages.
+    fn resolved(
+        process: &oci_spec::runtime::Process,
+        cwd_name: &str,
+        rootfs: &Path,
+    ) -> Result<std::result::Result<Invocation, PathBuf>> {
+        let (args, env, cwd) = process_parts(process, cwd_name)?;
+        Ok(match resolve_entrypoint(rootfs, &args, &env, &cwd)? {
+            Entrypoint::Wasm(module) => Ok(Invocation {
+                module,
+                args,
+                env,
+                cwd,
+            }),
+            Entrypoint::Native(entrypoint) => Err(entrypoint),
+        })
+    }
+
+    /// `process` running the image's wasm layer: `args[0]` is only its argv[0].
+    fn of_artifact(process: &oci_spec::runtime::Process, cwd_name: &str) -> Result<Invocation> {
+        let (args, env, cwd) = process_parts(process, cwd_name)?;
+        let module = PathBuf::from(args.first().filter(|a| !a.is_empty()).ok_or_else(|| {
+            Error::InvalidArgument(
+                "process.args is empty: a wasm artifact's container needs a command (its first argument is the module's argv[0])".into(),
+            )
+        })?);
+        Ok(Invocation {
+            module,
+            args,
+            env,
+            cwd,
+        })
+    }
+}
+
+/// `process.args`, the parsed `process.env` and `process.cwd`.
+type ProcessParts = (Vec<String>, Vec<(String, String)>, PathBuf);
+
+/// A process's args, parsed env and cwd (checked to be absolute; `cwd_name` names it).
+fn process_parts(process: &oci_spec::runtime::Process, cwd_name: &str) -> Result<ProcessParts> {
+    let args = process.args().clone().unwrap_or_default();
+    let env = parse_env(process.env().as_deref().unwrap_or_default())?;
+    let cwd = process.cwd().clone();
+    if !cwd.is_absolute() {
+        return Err(Error::InvalidArgument(format!(
+            "{cwd_name} {} must be an absolute path",
+            cwd.display()
+        )));
+    }
+    Ok((args, env, cwd))
 }
 
 /// The plan for a wasm module, with the confinement and mounts the spec gives.

@@ -577,7 +577,22 @@ fn wasm_artifacts_pulled_by_pullimage_run_in_a_pod() {
             &["probe", "exit", "3"],
         );
         assert_eq!((status.exit_code, status.reason.as_str()), (3, "Error"));
-        remove_pod(&mut cri, &pod, &[&app, &failing]);
+        // An exec (probe) whose first word names no file of the empty rootfs runs the
+        // image's module too, in the running container.
+        let server = cri
+            .create_container(&pod, "server", 0, &reference, &["probe", "sleep", "600"])
+            .unwrap();
+        cri.start_container(&server).unwrap();
+        assert_eq!(
+            cri.exec_sync(&server, &["probe", "args", "exec"], 30),
+            Ok((0, "probe\nargs\nexec\n".to_string(), String::new()))
+        );
+        assert_eq!(
+            cri.exec_sync(&server, &["probe", "exit", "4"], 30)
+                .map(|r| r.0),
+            Ok(4)
+        );
+        remove_pod(&mut cri, &pod, &[&app, &failing, &server]);
     }
 }
 
