@@ -343,7 +343,7 @@ fn run_rows(b: &Bench) -> Result<Vec<Group>, String> {
     }
     match (&b.images.python, wanted("python")) {
         (Some(python), true) => {
-            groups.push(python::python_warm(b, python));
+            groups.push(python::python_warm(b, python)?);
             groups.push(python::python_cold(b, python));
         }
         (None, true) => eprintln!("bench: no BENCH_PYTHON_WASM: the python rows are skipped"),

@@ -105,21 +105,8 @@ pub struct Client {
 impl Client {
     /// Connects to the unix socket `socket` (containerd's `-address`).
     pub async fn connect(socket: impl Into<PathBuf>, namespace: &str) -> Result<Client, String> {
-        let socket = socket.into();
-        let shown = socket.display().to_string();
-        let channel = tonic::transport::Endpoint::from_static("http://containerd")
-            .connect_with_connector(tower::service_fn(move |_| {
-                let socket = socket.clone();
-                async move {
-                    tokio::net::UnixStream::connect(socket)
-                        .await
-                        .map(hyper_util::rt::TokioIo::new)
-                }
-            }))
-            .await
-            .map_err(|e| format!("connect to containerd at {shown}: {e}"))?;
         Ok(Client {
-            channel,
+            channel: channel(socket).await?,
             namespace: namespace.to_string(),
         })
     }
@@ -215,6 +202,24 @@ impl Client {
         request.metadata_mut().insert(NAMESPACE_HEADER, namespace);
         Ok(request)
     }
+}
+
+/// A gRPC channel to the unix socket `socket` (containerd's API, or its CRI on the same
+/// socket).
+pub async fn channel(socket: impl Into<PathBuf>) -> Result<Channel, String> {
+    let socket = socket.into();
+    let shown = socket.display().to_string();
+    tonic::transport::Endpoint::from_static("http://containerd")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let socket = socket.clone();
+            async move {
+                tokio::net::UnixStream::connect(socket)
+                    .await
+                    .map(hyper_util::rt::TokioIo::new)
+            }
+        }))
+        .await
+        .map_err(|e| format!("connect to containerd at {shown}: {e}"))
 }
 
 fn call_error(method: &str, status: &tonic::Status) -> String {

@@ -193,7 +193,7 @@ fn artifacts_wasm_image_pushes_are_pulled_by_ctr_which_cannot_run_their_config_t
 /// content store).
 fn unique_module(guest: &str) -> Vec<u8> {
     let module = std::fs::read(guests_dir().join(guest)).unwrap();
-    common::with_custom_section(&module, "test", unique_id("m").as_bytes())
+    wasm_image::with_custom_section(&module, "test", unique_id("m").as_bytes())
 }
 
 /// Pulls `reference` (an image with wasm layers) with ctr: true where containerd can; where

@@ -69,7 +69,7 @@ pub fn compute(b: &Bench) -> Result<Group, String> {
 }
 
 /// Runs a loaded module in this process as the shim's guest would, stdout to a file; its stdout.
-fn run_standalone(
+pub fn run_standalone(
     engine: &WasmerEngine,
     module: &LoadedModule,
     args: &[&str],

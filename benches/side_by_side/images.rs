@@ -62,33 +62,6 @@ fn build_image(
     Ok(name.to_string())
 }
 
-/// A copy of a module with a custom section (id 0) appended: still the same program, but new
-/// bytes, so a new digest the shim's cache has never seen. Custom sections may come last.
-fn with_custom_section(module: &[u8], name: &str, payload: &[u8]) -> Vec<u8> {
-    let mut body = leb128(name.len());
-    body.extend_from_slice(name.as_bytes());
-    body.extend_from_slice(payload);
-    let mut out = module.to_vec();
-    out.push(0);
-    out.extend(leb128(body.len()));
-    out.extend(body);
-    out
-}
-
-/// Unsigned LEB128, wasm's encoding of sizes.
-fn leb128(mut n: usize) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(byte);
-            return out;
-        }
-        out.push(byte | 0x80);
-    }
-}
-
 /// A unique variant of `module` for round `round`, written to the work dir; its path and bytes.
 fn variant(
     config: &Config,
@@ -96,7 +69,8 @@ fn variant(
     tag: &str,
     round: usize,
 ) -> Result<(PathBuf, Vec<u8>), String> {
-    let bytes = with_custom_section(module, "bench-round", format!("{tag} {round}").as_bytes());
+    let bytes =
+        wasm_image::with_custom_section(module, "bench-round", format!("{tag} {round}").as_bytes());
     let path = config.work.join(format!("{tag}-{round}.wasm"));
     fs::write(&path, &bytes).map_err(|e| format!("write {}: {e}", path.display()))?;
     Ok((path, bytes))

@@ -6,22 +6,22 @@ use std::time::{Duration, Instant};
 use containerd_shim_wasm::engine::cache::{digest_hex, ModuleCache};
 use containerd_shim_wasm::engine::wasmer::{engine_key, WasmerEngine};
 
+use crate::compute::run_standalone;
 use crate::ctr::{Runtime, Workload, CTR_COLD_TIMEOUT, CTR_TIMEOUT};
-use crate::images::{PythonImages, HELLO};
+use crate::images::{read, PythonImages, HELLO};
 use crate::procs::settle_shims;
 use crate::table::{figure, Group, Line};
 use crate::{ms, progress, round_robin, Bench};
 
-/// Row 5, cached: python -c 'print(1)' against hello, both wasm, round by round.
-pub fn python_warm(b: &Bench, python: &PythonImages) -> Group {
+/// Row 5, cached: python -c 'print(1)' against hello, both wasm, round by round; and both
+/// again in this process (the shim's engine loading the same cache entries), which is the
+/// floor the engine and CPython's own start set for the shim.
+pub fn python_warm(b: &Bench, python: &PythonImages) -> Result<Group, String> {
     progress("python, warm cache");
+    const PYTHON_ARGS: [&str; 3] = ["/python.wasm", "-c", "print(1)"];
     let contenders = [
         Workload::new(&b.images.hello_wasm, &[], Some(HELLO)),
-        Workload::new(
-            &python.warm,
-            &["/python.wasm", "-c", "print(1)"],
-            Some("1\n"),
-        ),
+        Workload::new(&python.warm, &PYTHON_ARGS, Some("1\n")),
     ];
     // A run that lives on for a while warms the cache (see ensure_cached).
     let keep_alive = Workload::new(
@@ -30,28 +30,91 @@ pub fn python_warm(b: &Bench, python: &PythonImages) -> Group {
         None,
     );
     ensure_cached(b, &keep_alive, &python.bytes);
-    let mut lines = vec![Line::new("hello"), Line::new("python")];
-    round_robin(
-        b.config.warmup,
-        b.config.rounds,
-        contenders.len(),
-        |_, i, counts| {
-            let (elapsed, result) = b.ctr.run_rm(Runtime::Wasm, &contenders[i], CTR_TIMEOUT);
-            settle_shims(&b.config.socket, Duration::from_secs(5));
-            if counts {
-                lines[i].record(result.map(|_| ms(elapsed)));
+    let hello = read(&b.config.guests.join("hello.wasm"))?;
+    let in_process = [
+        InProcess::new(b, &hello, &["/hello.wasm"], HELLO),
+        InProcess::new(b, &python.bytes, &PYTHON_ARGS, "1\n"),
+    ];
+    let mut lines = ["hello", "python", "hello in-process", "python in-process"].map(Line::new);
+    round_robin(b.config.warmup, b.config.rounds, 4, |_, i, counts| {
+        let value = match i {
+            0 | 1 => {
+                let (elapsed, result) = b.ctr.run_rm(Runtime::Wasm, &contenders[i], CTR_TIMEOUT);
+                settle_shims(&b.config.socket, Duration::from_secs(5));
+                result.map(|_| ms(elapsed))
             }
-        },
-    );
-    let mut group = Group::new("python -c print(1) vs hello, warm", "ms", lines);
-    if let (Some(p), Some(h)) = (group.median_of("python"), group.median_of("hello")) {
-        group.notes.push(format!(
-            "python - hello: {} ms (medians); python.wasm is {} MiB",
-            figure(p - h),
-            python.bytes.len() >> 20
-        ));
+            _ => in_process[i - 2].start(),
+        };
+        if counts {
+            lines[i].record(value);
+        }
+    });
+    let mut group = Group::new("python -c print(1) vs hello, warm", "ms", lines.into());
+    let medians = |a: &str, b: &str| Some(group.median_of(a)? - group.median_of(b)?);
+    let notes = [
+        medians("python", "hello").map(|d| {
+            format!(
+                "python - hello: {} ms (medians); python.wasm is {} MiB",
+                figure(d),
+                python.bytes.len() >> 20
+            )
+        }),
+        medians("python in-process", "hello in-process").map(|d| {
+            format!(
+                "in-process: the shim's engine in this process loads the same cache entry and runs it: python - hello {} ms",
+                figure(d)
+            )
+        }),
+    ];
+    group.notes.extend(notes.into_iter().flatten());
+    Ok(group)
+}
+
+/// A cached module started in this process as a guest starts it: a new engine, the cache
+/// entry loaded (never compiled), `_start` run with `args`.
+struct InProcess<'a> {
+    bytes: &'a [u8],
+    digest: String,
+    entry: std::path::PathBuf,
+    args: &'a [&'a str],
+    expected: &'a str,
+}
+
+impl<'a> InProcess<'a> {
+    fn new(b: &Bench, bytes: &'a [u8], args: &'a [&'a str], expected: &'a str) -> InProcess<'a> {
+        let digest = digest_hex(bytes);
+        let entry = ModuleCache::open(&b.config.dir.join("cache"), &engine_key())
+            .map(|cache| cache.entry_path(&digest))
+            .unwrap_or_default();
+        InProcess {
+            bytes,
+            digest,
+            entry,
+            args,
+            expected,
+        }
     }
-    group
+
+    /// Milliseconds from a new engine to the module's exit.
+    fn start(&self) -> Result<f64, String> {
+        let started = Instant::now();
+        let engine = WasmerEngine::new(None).map_err(|e| format!("engine: {e}"))?;
+        let entry = std::fs::File::open(&self.entry)
+            .map_err(|e| format!("cache entry {}: {e}", self.entry.display()))?;
+        let module = engine.load_from(&self.digest, Some(entry), || Ok(self.bytes.to_vec()))?;
+        if module.compiled {
+            return Err(format!(
+                "{} did not load from the cache",
+                self.entry.display()
+            ));
+        }
+        let output = run_standalone(&engine, &module, self.args)?;
+        let elapsed = started.elapsed();
+        if output != self.expected {
+            return Err(format!("unexpected output {output:?}"));
+        }
+        Ok(ms(elapsed))
+    }
 }
 
 /// Runs `work` until the shim's cache holds the module's compiled artifact. The guest streams

@@ -30,19 +30,8 @@ impl Cri {
             .enable_all()
             .build()
             .unwrap();
-        let socket = socket.to_path_buf();
         let channel = runtime
-            .block_on(
-                tonic::transport::Endpoint::from_static("http://containerd")
-                    .connect_with_connector(tower::service_fn(move |_| {
-                        let socket = socket.clone();
-                        async move {
-                            tokio::net::UnixStream::connect(socket)
-                                .await
-                                .map(hyper_util::rt::TokioIo::new)
-                        }
-                    })),
-            )
+            .block_on(containerd_shim_wasm::containerd::channel(socket))
             .expect("connect to containerd's CRI");
         Cri {
             runtime,

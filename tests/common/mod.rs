@@ -1057,33 +1057,6 @@ pub fn big_module_wat(id: &str, functions: usize) -> String {
     wat
 }
 
-/// `module` with a custom section (id 0) named `name` appended: the same program, new bytes
-/// (so a digest nothing has seen). Custom sections may come anywhere, last included.
-pub fn with_custom_section(module: &[u8], name: &str, payload: &[u8]) -> Vec<u8> {
-    let mut body = leb128(name.len());
-    body.extend_from_slice(name.as_bytes());
-    body.extend_from_slice(payload);
-    let mut out = module.to_vec();
-    out.push(0);
-    out.extend(leb128(body.len()));
-    out.extend(body);
-    out
-}
-
-/// Unsigned LEB128, wasm's encoding of counts and sizes.
-pub fn leb128(mut n: usize) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(byte);
-            return out;
-        }
-        out.push(byte | 0x80);
-    }
-}
-
 /// Hex sha256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;

@@ -426,8 +426,48 @@ fn join_image_path(dir: &str, name: &str) -> String {
     }
 }
 
+/// `module` with a custom section (id 0) named `name` holding `payload` appended: the same
+/// program (engines skip custom sections, which may come last) in new bytes, so a digest
+/// nothing has seen. For tests and benchmarks that need a module no cache knows.
+pub fn with_custom_section(module: &[u8], name: &str, payload: &[u8]) -> Vec<u8> {
+    let mut body = leb128(name.len());
+    body.extend_from_slice(name.as_bytes());
+    body.extend_from_slice(payload);
+    let mut out = module.to_vec();
+    out.push(0);
+    out.extend(leb128(body.len()));
+    out.extend(body);
+    out
+}
+
+/// Unsigned LEB128, wasm's encoding of sizes.
+fn leb128(mut n: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return out;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_custom_section_goes_last_with_its_size_in_leb128() {
+        let module = b"\0asm\x01\0\0\0";
+        let payload = vec![7u8; 200];
+        let out = super::with_custom_section(module, "id", &payload);
+        assert_eq!(&out[..8], module);
+        // id 0, then the body's size (1 + 2 + 200 = 203 = 0xcb 0x01), then the name.
+        assert_eq!(&out[8..13], &[0, 0xcb, 0x01, 2, b'i']);
+        assert_eq!(out[13], b'd');
+        assert_eq!(&out[14..], &payload[..]);
+    }
+
     use super::*;
     use crate::test_support::{build_with, chmod, write_module, Layout, EMPTY_MODULE};
     use serde_json::json;

@@ -18,6 +18,8 @@ pub mod error;
 mod layer;
 pub mod layout;
 pub mod registry;
+
+pub use layer::with_custom_section;
 #[cfg(test)]
 mod test_support;
 
