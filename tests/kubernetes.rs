@@ -127,6 +127,11 @@ fn pod_of(cri: &mut Cri, template: &Value, name: &str) -> (Pod, String, PathBuf)
         container["image"].as_str().unwrap(),
         &args,
     );
+    // kubelet passes `command` and `args` apart; the runtime's spec joins them.
+    config.command = container["command"]
+        .as_sequence()
+        .map(|c| c.iter().map(|v| v.as_str().unwrap().to_string()).collect())
+        .unwrap_or_default();
     config.linux.as_mut().unwrap().resources = Some(resources(container));
     let id = cri.create_container_with(&pod, config).unwrap();
     (pod, id, logs)
@@ -242,6 +247,45 @@ fn the_example_deployment_runs_answers_its_probe_and_stops_gracefully() {
         "stopped within seconds"
     );
     assert_eq!(cri.container_status(&id).unwrap().exit_code, 143);
+    cleanup(&mut cri, &pod, &id);
+}
+
+#[test]
+fn the_example_artifact_job_runs_its_module_pulled_from_a_registry() {
+    images();
+    let job = yaml("config/kubernetes/artifact-job.yaml");
+    assert_eq!(job["kind"], "Job");
+    let mut template = job["spec"]["template"].clone();
+    let container = &mut template["spec"]["containers"][0];
+    assert_eq!(container["command"][0], "hello.wasm");
+    // The manifest's image, pushed as its comment says, to this test's own registry.
+    let registry = common::registry::Registry::start();
+    let reference = registry.push_with_tool(
+        "wasm-v0",
+        &guests_dir().join("hello.wasm"),
+        "hello-wasm",
+        "v1-artifact",
+    );
+    container["image"] = Value::from(reference.clone());
+    let mut cri = Cri::connect(&containerd().socket);
+    let pulled = cri.pull_image(&reference);
+    if !containerd().unpacks_wasm_artifacts() {
+        let refused = pulled.unwrap_err();
+        assert!(
+            refused.contains("mismatched image rootfs and manifest layers"),
+            "{refused}"
+        );
+        return;
+    }
+    pulled.unwrap();
+    let (pod, id, logs) = pod_of(&mut cri, &template, "example-artifact-job");
+    cri.start_container(&id).unwrap();
+    let status = cri.wait_exited(&id, Duration::from_secs(60));
+    assert_eq!((status.exit_code, status.reason.as_str()), (0, "Completed"));
+    assert_eq!(
+        log_lines(&logs.join(log_file("hello", 0))),
+        [("stdout".to_string(), "hello from wasm".to_string())]
+    );
     cleanup(&mut cri, &pod, &id);
 }
 
