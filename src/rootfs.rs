@@ -74,6 +74,44 @@ fn components(path: &Path) -> VecDeque<OsString> {
         .collect()
 }
 
+/// The directories of an overlay rootfs: the container's own writable upper directory and
+/// the image's read-only lower ones, top first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverlayLayers {
+    pub upper: Option<PathBuf>,
+    pub lower: Vec<PathBuf>,
+}
+
+/// The layers of the rootfs containerd passed in `Create` when it is one overlay mount (what
+/// the overlayfs snapshotter gives); `None` for anything else.
+pub fn overlay_layers(mounts: &[Mount]) -> Option<OverlayLayers> {
+    let [mount] = mounts else {
+        return None;
+    };
+    if mount.type_ != "overlay" {
+        return None;
+    }
+    let mut layers = OverlayLayers {
+        upper: None,
+        lower: Vec::new(),
+    };
+    for option in &mount.options {
+        // An escaped ':' or ',' in a path is not worth decoding: such a rootfs is not used.
+        if option.contains('\\') {
+            return None;
+        }
+        if let Some(dirs) = option.strip_prefix("lowerdir=") {
+            layers.lower = dirs.split(':').map(PathBuf::from).collect();
+        } else if let Some(dir) = option.strip_prefix("lowerdir+=") {
+            layers.lower.push(PathBuf::from(dir));
+        } else if let Some(dir) = option.strip_prefix("upperdir=") {
+            layers.upper = Some(PathBuf::from(dir));
+        }
+    }
+    let usable = !layers.lower.is_empty() && layers.lower.iter().all(|d| d.is_absolute());
+    usable.then_some(layers)
+}
+
 /// Mounts the rootfs that containerd passed in `Create` onto `target`. Returns whether
 /// anything was mounted (an empty list means the bundle's rootfs is already in place).
 pub fn mount(mounts: &[Mount], target: &Path) -> Result<bool> {
@@ -124,6 +162,44 @@ pub fn unmount(target: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn overlay(options: &[&str]) -> Mount {
+        let mut mount = Mount::new();
+        mount.type_ = "overlay".into();
+        mount.source = "overlay".into();
+        mount.options = options.iter().map(|o| o.to_string()).collect();
+        mount
+    }
+
+    #[test]
+    fn an_overlay_rootfs_gives_its_upper_and_lower_directories_top_first() {
+        let mount = overlay(&[
+            "index=off",
+            "workdir=/s/3/work",
+            "upperdir=/s/3/fs",
+            "lowerdir=/s/2/fs:/s/1/fs",
+        ]);
+        assert_eq!(
+            overlay_layers(&[mount]),
+            Some(OverlayLayers {
+                upper: Some("/s/3/fs".into()),
+                lower: vec!["/s/2/fs".into(), "/s/1/fs".into()],
+            })
+        );
+        let read_only = overlay(&["lowerdir=/s/2/fs:/s/1/fs"]);
+        assert_eq!(overlay_layers(&[read_only]).unwrap().upper, None);
+    }
+
+    #[test]
+    fn other_rootfs_have_no_layers() {
+        let mut bind = overlay(&["rbind", "rw"]);
+        bind.type_ = "bind".into();
+        assert_eq!(overlay_layers(&[bind]), None);
+        assert_eq!(overlay_layers(&[]), None);
+        assert_eq!(overlay_layers(&[overlay(&["upperdir=/u"])]), None);
+        assert_eq!(overlay_layers(&[overlay(&["lowerdir=/a\\:b"])]), None);
+    }
+
     use std::fs;
     use std::os::unix::fs::symlink;
 

@@ -95,8 +95,9 @@ const CONTAINERD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1
 
 /// Where a wasm process's module comes from.
 enum ModuleSource {
-    /// The file `process.args[0]` names in the container.
-    Rootfs,
+    /// The file `process.args[0]` names in the container; with the layers of its overlay
+    /// rootfs when containerd gave one (a module of an image layer is hashed once).
+    Rootfs(Option<rootfs::OverlayLayers>),
     /// The wasm layer of the container's image, read from containerd's content store.
     Artifact(containerd::Client, artifact::ModuleLayer),
 }
@@ -256,6 +257,10 @@ impl Service {
             terminal: req.terminal,
         };
         let (mut plan, source) = match self.plan(&req.id, spec, rootfs).await? {
+            (Plan::Wasm(plan), ModuleSource::Rootfs(_)) => {
+                let layers = rootfs::overlay_layers(&req.rootfs);
+                (plan, ModuleSource::Rootfs(layers))
+            }
             (Plan::Wasm(plan), source) => (plan, source),
             (Plan::Native { entrypoint }, _) => {
                 info!(
@@ -282,7 +287,7 @@ impl Service {
         };
         let image_module = match &source {
             ModuleSource::Artifact(_, layer) => Some(layer.clone()),
-            ModuleSource::Rootfs => None,
+            ModuleSource::Rootfs(_) => None,
         };
         let spawned = self
             .wasm_process(plan, source, bundle, stdio, placement, options)
@@ -314,7 +319,7 @@ impl Service {
         rootfs: &Path,
     ) -> Result<(Plan, ModuleSource)> {
         let unresolved = match spec::plan(id, spec, rootfs) {
-            Ok(plan) => return Ok((plan, ModuleSource::Rootfs)),
+            Ok(plan) => return Ok((plan, ModuleSource::Rootfs(None))),
             Err(e) => e,
         };
         let cri_image_name = spec
@@ -382,15 +387,22 @@ impl Service {
         // containers are answered meanwhile.
         let (rootfs, module_path) = (plan.rootfs.clone(), plan.module.clone());
         let (cache, max_bytes) = (self.cache(options).cloned(), options.max_module_bytes);
-        let sealed = match source {
-            ModuleSource::Rootfs => None,
-            ModuleSource::Artifact(client, layer) => {
-                Some(artifact::seal(&client, &layer, max_bytes).await?)
-            }
+        let (sealed, layers) = match source {
+            ModuleSource::Rootfs(layers) => (None, layers),
+            ModuleSource::Artifact(client, layer) => (
+                Some(artifact::seal(&client, &layer, max_bytes).await?),
+                None,
+            ),
         };
         let handoff = tokio::task::spawn_blocking(move || match sealed {
             Some((sealed, digest)) => module::hand_off_sealed(sealed, digest, cache.as_ref()),
-            None => module::hand_off(&rootfs, &module_path, cache.as_ref(), max_bytes),
+            None => module::hand_off(
+                &rootfs,
+                &module_path,
+                cache.as_ref(),
+                max_bytes,
+                layers.as_ref(),
+            ),
         })
         .await
         .map_err(|e| Error::Internal(format!("module hand-off task failed: {e}")))??;
@@ -725,7 +737,7 @@ impl Service {
     ) -> Result<(Plan, ModuleSource)> {
         let (id, rootfs, init_pid) = (&container.id, &container.rootfs, container.init.pid());
         let unresolved = match spec::exec_plan(id, spec, process, rootfs, init_pid) {
-            Ok(plan) => return Ok((plan, ModuleSource::Rootfs)),
+            Ok(plan) => return Ok((plan, ModuleSource::Rootfs(None))),
             Err(e) => e,
         };
         let Some(layer) = container.image_module.clone() else {

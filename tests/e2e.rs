@@ -632,6 +632,11 @@ fn a_second_run_of_a_module_loads_it_from_the_cache() {
         (1, 1),
         "compile/load counts in containerd.log"
     );
+    // The module is a file of the image's layer: the first start hashed it and recorded its
+    // digest, the second copied and hashed nothing.
+    let log = std::fs::read_to_string(containerd().dir.join("containerd.log")).unwrap();
+    let by_layer = format!("is sha256:{digest} by its layer's record: cached, not copied");
+    assert_eq!(log.matches(&by_layer).count(), 1, "{by_layer}");
 }
 
 #[test]

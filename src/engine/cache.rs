@@ -48,6 +48,10 @@ const TMP_SUFFIX: &str = ".tmp";
 /// Temporary entries older than this are a dead writer's (a live one renames within seconds).
 const STALE_TMP: std::time::Duration = std::time::Duration::from_secs(600);
 
+/// The directory of the digests recorded for modules of image layers (see
+/// [`ModuleCache::record_layer_file`]).
+const LAYER_FILES_DIR: &str = "layer-files";
+
 /// The file whose byte ranges stand for modules being compiled (see
 /// [`ModuleCache::lock_compile`]).
 const COMPILE_LOCK_FILE: &str = "compile.lock";
@@ -160,6 +164,30 @@ impl ModuleCache {
                 );
                 total -= len;
             }
+        }
+    }
+
+    /// The digest recorded for the layer file named `key` (see `module::LayerFile`), if any.
+    pub fn layer_file_digest(&self, key: &str) -> Option<String> {
+        let digest = fs::read_link(self.dir.join(LAYER_FILES_DIR).join(key)).ok()?;
+        let digest = digest.to_str()?;
+        let hex = digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit());
+        hex.then(|| digest.to_string())
+    }
+
+    /// Records that the layer file named `key` holds the bytes whose sha256 is `digest`: a
+    /// symlink whose target is the digest, created whole or not at all.
+    pub fn record_layer_file(&self, key: &str, digest: &str) {
+        let dir = self.dir.join(LAYER_FILES_DIR);
+        let made = fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .and_then(|()| std::os::unix::fs::symlink(digest, dir.join(key)));
+        match made {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => log::warn!("could not record the digest of layer file {key}: {e}"),
         }
     }
 
@@ -557,6 +585,19 @@ mod tests {
         assert!(payload.iter().all(|b| *b == payload[0]), "mixed writers");
         let leftovers = fs::read_dir(dir.path().join("k")).unwrap().count();
         assert_eq!(leftovers, 1, "temporary files left behind");
+    }
+
+    #[test]
+    fn a_recorded_layer_file_gives_back_its_digest_and_nothing_else_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ModuleCache::open(dir.path(), "k").unwrap();
+        let digest = digest_hex(b"module");
+        assert_eq!(cache.layer_file_digest("key"), None);
+        cache.record_layer_file("key", &digest);
+        cache.record_layer_file("key", &digest);
+        assert_eq!(cache.layer_file_digest("key"), Some(digest));
+        cache.record_layer_file("bad", "not-a-digest");
+        assert_eq!(cache.layer_file_digest("bad"), None);
     }
 
     #[test]
