@@ -441,14 +441,16 @@ mod tests {
         std::fs::write(dir.path().join("m.wasm"), bytes).unwrap();
         let cache_dir = tempfile::tempdir().unwrap();
         let cache = ModuleCache::open(cache_dir.path(), "k").unwrap();
-        let mut handoff = hand_off(
-            dir.path(),
-            Path::new("/m.wasm"),
-            Some(&cache),
-            1 << 20,
-            None,
-        )
-        .unwrap();
+        let start = || {
+            hand_off(
+                dir.path(),
+                Path::new("/m.wasm"),
+                Some(&cache),
+                1 << 20,
+                None,
+            )
+        };
+        let mut handoff = start().unwrap();
         assert_eq!(handoff.digest, crate::engine::cache::digest_hex(bytes));
         assert!(handoff.cache_entry.is_none(), "nothing cached yet");
         let mut copy = Vec::new();
@@ -463,14 +465,7 @@ mod tests {
         drop(out);
         handoff.store.take().unwrap().join().unwrap();
         assert_eq!(cache.get(&handoff.digest).unwrap(), b"code!");
-        let again = hand_off(
-            dir.path(),
-            Path::new("/m.wasm"),
-            Some(&cache),
-            1 << 20,
-            None,
-        )
-        .unwrap();
+        let again = start().unwrap();
         assert!(again.cache_entry.is_some(), "the entry is handed over now");
     }
 

@@ -275,6 +275,22 @@ impl Cri {
     }
 
     /// PullImage, as kubelet pulls a pod's image: the image reference CRI resolved.
+    /// PullImage of an image with wasm layers (a wasm OCI artifact): its image id where
+    /// containerd pulls such images (1.6.25+, 1.7.7+, 2.x); `None` where it cannot, once
+    /// containerd's refusal is asserted (it counts every layer as a rootfs layer).
+    pub fn pull_wasm_artifact(&mut self, image: &str) -> Option<String> {
+        let pulled = self.pull_image(image);
+        if super::containerd().unpacks_wasm_artifacts() {
+            return Some(pulled.unwrap_or_else(|e| panic!("pull {image}: {e}")));
+        }
+        let refused = pulled.unwrap_err();
+        assert!(
+            refused.contains("mismatched image rootfs and manifest layers"),
+            "{refused}"
+        );
+        None
+    }
+
     pub fn pull_image(&mut self, image: &str) -> Result<String, String> {
         let request = PullImageRequest {
             image: Some(ImageSpec {
