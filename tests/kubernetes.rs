@@ -137,6 +137,20 @@ fn pod_of(cri: &mut Cri, template: &Value, name: &str) -> (Pod, String, PathBuf)
     (pod, id, logs)
 }
 
+/// Runs the pod of a Job's `template` (its one container named `hello`) to its end: exit 0,
+/// Completed, and "hello from wasm" in its log. Returns the pod and the container's id.
+fn run_job_to_completion(cri: &mut Cri, template: &Value, name: &str) -> (Pod, String) {
+    let (pod, id, logs) = pod_of(cri, template, name);
+    cri.start_container(&id).unwrap();
+    let status = cri.wait_exited(&id, Duration::from_secs(60));
+    assert_eq!((status.exit_code, status.reason.as_str()), (0, "Completed"));
+    assert_eq!(
+        log_lines(&logs.join(log_file("hello", 0))),
+        [("stdout".to_string(), "hello from wasm".to_string())]
+    );
+    (pod, id)
+}
+
 fn cleanup(cri: &mut Cri, pod: &Pod, id: &str) {
     cri.stop_container(id, 0).unwrap();
     cri.remove_container(id).unwrap();
@@ -193,14 +207,7 @@ fn the_example_job_runs_to_completion_with_its_logs() {
     assert_eq!(job["kind"], "Job");
     let template = &job["spec"]["template"];
     assert_eq!(template["spec"]["restartPolicy"], "Never");
-    let (pod, id, logs) = pod_of(&mut cri, template, "example-job");
-    cri.start_container(&id).unwrap();
-    let status = cri.wait_exited(&id, Duration::from_secs(60));
-    assert_eq!((status.exit_code, status.reason.as_str()), (0, "Completed"));
-    assert_eq!(
-        log_lines(&logs.join(log_file("hello", 0))),
-        [("stdout".to_string(), "hello from wasm".to_string())]
-    );
+    let (pod, id) = run_job_to_completion(&mut cri, template, "example-job");
     // The manifest's limits reached the container's cgroup.
     let info = cri.container_info(&id).unwrap();
     let cgroups_path = info["runtimeSpec"]["linux"]["cgroupsPath"]
@@ -271,14 +278,7 @@ fn the_example_artifact_job_runs_its_module_pulled_from_a_registry() {
     if cri.pull_wasm_artifact(&reference).is_none() {
         return;
     }
-    let (pod, id, logs) = pod_of(&mut cri, &template, "example-artifact-job");
-    cri.start_container(&id).unwrap();
-    let status = cri.wait_exited(&id, Duration::from_secs(60));
-    assert_eq!((status.exit_code, status.reason.as_str()), (0, "Completed"));
-    assert_eq!(
-        log_lines(&logs.join(log_file("hello", 0))),
-        [("stdout".to_string(), "hello from wasm".to_string())]
-    );
+    let (pod, id) = run_job_to_completion(&mut cri, &template, "example-artifact-job");
     cleanup(&mut cri, &pod, &id);
 }
 
