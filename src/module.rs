@@ -4,7 +4,10 @@
 //! `RESOLVE_IN_ROOT`, so no symlink swapped in after the check leads out), copies its bytes
 //! into a sealed memfd and hashes exactly those bytes. The guest compiles what the shim
 //! hashed, so the cache key ([`ModuleCache`]) always names the bytes behind an artifact, even
-//! if the file changes on disk meanwhile.
+//! if the file changes on disk meanwhile. The one exception is a file of a committed image
+//! layer, which never changes: its digest is recorded once, and a start whose entry is cached
+//! hands over the layer file itself (see [`hand_off`]). A wasm OCI artifact's layer comes
+//! from containerd's content store into the same kind of sealed memfd (see `artifact`).
 
 use std::fs::File;
 use std::io::{Read, Seek, Write};
@@ -35,7 +38,8 @@ const COMPILE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 /// What the guest gets for its module.
 #[derive(Debug)]
 pub struct ModuleHandoff {
-    /// A sealed memfd holding the module's bytes.
+    /// A sealed memfd holding the module's bytes, or the read-only layer file they are in
+    /// (a module of an image layer whose digest is recorded and whose entry is cached).
     pub module: File,
     /// Hex sha256 of those bytes.
     pub digest: String,

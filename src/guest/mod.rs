@@ -20,8 +20,8 @@
 //!
 //! Descriptors in the guest: 0/1 the container's stdin/stdout, 2 the shim log (so anything
 //! the engine prints lands in containerd's log, not in the container's output), 5 the
-//! container's stderr, 6 a sealed copy of the module's bytes (the bytes the shim hashed for
-//! the cache key), 7 the cache entry for those bytes when there is one (read-only), 8 the
+//! container's stderr, 6 the module's bytes (a sealed copy of the bytes the shim hashed for
+//! the cache key, or a committed image layer's file whose digest the shim recorded), 7 the cache entry for those bytes when there is one (read-only), 8 the
 //! pipe on which the guest sends back the artifact it compiled, for the shim to cache.
 //!
 //! A spec with a pid namespace gets it here: a new one through the clone itself, one given by
