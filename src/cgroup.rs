@@ -6,6 +6,8 @@
 //! Delete removes it.
 
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::OnceLock;
 
 use containerd_shim::protos::cgroups::metrics as v1;
 use containerd_shim::protos::cgroups_v2::metrics as v2;
@@ -16,6 +18,7 @@ use libcgroups::common::{
     FreezerState,
 };
 use libcgroups::stats::Stats;
+use log::debug;
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, LinuxResources};
 
 use crate::error::{Error, Result};
@@ -193,6 +196,69 @@ impl Cgroup {
     }
 }
 
+/// Starts, off the caller's path, what makes the next cgroup attach slow: every write to a
+/// `cgroup.procs` (or `tasks`) file takes the kernel's global `cgroup_threadgroup_rwsem` for
+/// writing, and the first writer after a quiet spell waits out an RCU grace period (measured
+/// here at 6 to 32 ms on cgroup v1) before it gets it. A writer that arrives while that grace
+/// period is under way, or within one grace period after the last writer, waits only for what
+/// is left of it. So the shim calls this as it starts and at each Create and Exec: a thread of
+/// its own moves itself into the cgroup it is already in (the lock is taken, nothing moves)
+/// while the shim mounts the rootfs, reads the module and spawns the guest, and the guest's
+/// placement then finds the lock warm. One long-lived thread does it, so a Create costs no
+/// new thread (nor pid); a request while one is pending is dropped, as that one serves both.
+/// Best effort: a host where this fails only loses the head start.
+pub fn warm_up_attach() {
+    static REQUESTS: OnceLock<Option<SyncSender<()>>> = OnceLock::new();
+    let requests = REQUESTS.get_or_init(|| {
+        let (send, receive) = sync_channel::<()>(1);
+        std::thread::Builder::new()
+            .name("cgroup-warm-up".into())
+            .spawn(move || {
+                while receive.recv().is_ok() {
+                    if let Err(e) = attach_self_in_place() {
+                        debug!("cgroup attach warm-up: {e}");
+                    }
+                }
+            })
+            .ok()
+            .map(|_| send)
+    });
+    if let Some(requests) = requests {
+        let _ = requests.try_send(());
+    }
+}
+
+/// Writes the calling thread into the cgroup it is in already, in the first hierarchy of
+/// /proc/self/cgroup found mounted at its usual place: a v1 controller's `tasks` (this thread
+/// only), or the unified hierarchy's `cgroup.procs` on a cgroup v2 host.
+fn attach_self_in_place() -> std::io::Result<()> {
+    let membership = std::fs::read_to_string("/proc/thread-self/cgroup")?;
+    let root = Path::new(libcgroups::common::DEFAULT_CGROUP_ROOT);
+    let target = membership.lines().find_map(|line| {
+        let mut fields = line.splitn(3, ':');
+        let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+        let (file, id) = match controllers {
+            "" => (
+                root.join(relative(Path::new(path))).join("cgroup.procs"),
+                std::process::id(),
+            ),
+            c if c.starts_with("name=") => return None,
+            c => (
+                root.join(c).join(relative(Path::new(path))).join("tasks"),
+                nix::unistd::gettid().as_raw() as u32,
+            ),
+        };
+        file.exists().then_some((file, id))
+    });
+    let Some((file, id)) = target else {
+        return Err(std::io::Error::other(
+            "no cgroup hierarchy mounted under /sys/fs/cgroup",
+        ));
+    };
+    std::fs::write(&file, id.to_string())
+        .map_err(|e| std::io::Error::new(e.kind(), format!("write {}: {e}", file.display())))
+}
+
 fn relative(path: &Path) -> &Path {
     path.strip_prefix("/").unwrap_or(path)
 }
@@ -360,6 +426,14 @@ fn v2_metrics(stats: &Stats) -> v2::Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_attach_warm_up_leaves_the_thread_in_its_own_cgroups() {
+        let before = std::fs::read_to_string("/proc/thread-self/cgroup").unwrap();
+        attach_self_in_place().unwrap();
+        let after = std::fs::read_to_string("/proc/thread-self/cgroup").unwrap();
+        assert_eq!(after, before);
+    }
 
     #[test]
     fn systemd_paths_are_told_from_cgroupfs_paths() {

@@ -33,6 +33,13 @@ use crate::{artifact, console, containerd, module, rootfs, spec, stdio};
 /// `delete` can end a guest whose shim is gone, and only that guest.
 pub const IDENTITY_FILE: &str = "guest-identity";
 
+/// The file in the bundle that says Delete left nothing behind: the guest reaped, the rootfs
+/// unmounted and the cgroup removed. containerd runs the shim's `delete` action after every
+/// shim exit, clean or not, and waits for it before it answers the client's Delete; with this
+/// record the action has nothing to look for (it would otherwise parse the mount table once
+/// per cgroup controller to find a cgroup that is gone).
+pub const CLEANED_UP_FILE: &str = "cleaned-up";
+
 /// Exit status reported when the shim kills a process itself (SIGKILL).
 pub const EXIT_KILLED: u32 = 128 + libc::SIGKILL as u32;
 
@@ -193,6 +200,7 @@ impl Service {
     /// answer meanwhile; the id is reserved so a second Create of it fails at once.
     pub async fn create(&self, req: &CreateTaskRequest) -> Result<u32> {
         let reservation = self.reserve(&req.id)?;
+        crate::cgroup::warm_up_attach();
         let options = self.options(req)?.clone();
         let bundle = PathBuf::from(&req.bundle);
         let spec = spec::load_spec(&bundle)?;
@@ -249,14 +257,23 @@ impl Service {
     ) -> Result<Created> {
         let linux = spec.linux().as_ref();
         let cgroups_path = linux.and_then(|l| l.cgroups_path().as_deref());
-        let cgroup = Cgroup::new(cgroups_path, &req.id)?;
+        // libcgroups reads the mount table once per controller (a few ms on cgroup v1): on
+        // another thread, while this one reads and hashes the module.
+        let cgroup = {
+            let (path, id) = (cgroups_path.map(Path::to_path_buf), req.id.clone());
+            tokio::task::spawn_blocking(move || Cgroup::new(path.as_deref(), &id))
+        };
         let stdio = StdioPaths {
             stdin: req.stdin.clone(),
             stdout: req.stdout.clone(),
             stderr: req.stderr.clone(),
             terminal: req.terminal,
         };
-        let (mut plan, source) = match self.plan(&req.id, spec, rootfs).await? {
+        let planned = self.plan(&req.id, spec, rootfs).await;
+        let cgroup = cgroup
+            .await
+            .map_err(|e| Error::Internal(format!("cgroup set-up task failed: {e}")))??;
+        let (mut plan, source) = match planned? {
             (Plan::Wasm(plan), ModuleSource::Rootfs(_)) => {
                 let layers = rootfs::overlay_layers(&req.rootfs);
                 (plan, ModuleSource::Rootfs(layers))
@@ -295,7 +312,7 @@ impl Service {
         let (init, exit) = match spawned {
             Ok(spawned) => spawned,
             Err(e) => {
-                remove_cgroup_when_empty(cgroup).await;
+                let _ = remove_cgroup_when_empty(cgroup).await;
                 return Err(e);
             }
         };
@@ -643,19 +660,27 @@ impl Service {
             status: EXIT_KILLED,
             at: SystemTime::now(),
         });
+        let mut cleaned_up = true;
         if let Some(runtime) = &container.native {
             let (runtime, native_id) = (runtime.clone(), id.to_string());
             if let Err(e) = blocking(move || runtime.delete(&native_id)).await {
                 warn!("delete id={id}: {e}");
+                cleaned_up = false;
             }
         }
         if container.rootfs_mounted {
             if let Err(e) = rootfs::unmount(&container.rootfs) {
                 warn!("delete id={id}: {e}");
+                cleaned_up = false;
             }
         }
         let _ = std::fs::remove_file(container.bundle.join(IDENTITY_FILE));
-        remove_cgroup_when_empty(container.cgroup.clone()).await;
+        cleaned_up &= remove_cgroup_when_empty(container.cgroup.clone()).await;
+        if cleaned_up {
+            if let Err(e) = std::fs::write(container.bundle.join(CLEANED_UP_FILE), b"") {
+                warn!("delete id={id}: record the clean-up in the bundle: {e}");
+            }
+        }
         info!("delete id={id} pid={pid} exit_status={}", exit.status);
         self.events.task_delete(id, pid, exit.status, exit.at);
         Ok((pid, exit))
@@ -698,6 +723,7 @@ impl Service {
                 "exec {exec_id} of container {id} already exists"
             )));
         }
+        crate::cgroup::warm_up_attach();
         let process: oci_spec::runtime::Process =
             serde_json::from_slice(&req.spec.value).map_err(|e| {
                 Error::InvalidArgument(format!("the exec's spec is not an OCI process: {e}"))
@@ -1156,14 +1182,15 @@ async fn spawn_guest(plan: RunPlan, fds: GuestFds, placement: Placement) -> Resu
 
 /// Removes a cgroup whose processes are ending (killed, or exited): their exit can lag the
 /// call by a moment, during which the kernel refuses to remove a cgroup that holds them.
-pub async fn remove_cgroup_when_empty(cgroup: Arc<Cgroup>) {
+/// Whether it is gone.
+pub async fn remove_cgroup_when_empty(cgroup: Arc<Cgroup>) -> bool {
     let mut last = None;
     for _ in 0..100 {
         // libcgroups retries with sleeps of its own: off the runtime's threads.
         let attempt = cgroup.clone();
         let removed = tokio::task::spawn_blocking(move || attempt.remove()).await;
         match removed {
-            Ok(Ok(())) => return,
+            Ok(Ok(())) => return true,
             Ok(Err(e)) => last = Some(e),
             Err(e) => last = Some(Error::Internal(format!("cgroup removal task failed: {e}"))),
         }
@@ -1172,6 +1199,7 @@ pub async fn remove_cgroup_when_empty(cgroup: Arc<Cgroup>) {
     if let Some(e) = last {
         warn!("{e}");
     }
+    false
 }
 
 /// The bundle's `log` FIFO, where containerd reads the shim's log; /dev/null if it has none.

@@ -17,7 +17,9 @@ use crate::events::{timestamp, Events};
 use crate::guest::{identity, spawn};
 use crate::logger::LineLogger;
 use crate::native::NativeRuntime;
-use crate::service::{remove_cgroup_when_empty, Service, EXIT_KILLED, IDENTITY_FILE};
+use crate::service::{
+    remove_cgroup_when_empty, Service, CLEANED_UP_FILE, EXIT_KILLED, IDENTITY_FILE,
+};
 use crate::task::TaskService;
 use crate::{rootfs, spec};
 
@@ -94,6 +96,10 @@ impl Shim for WasmShim {
     /// Run by containerd when it lost the shim: end the guest if it still runs, unmount the
     /// rootfs, and report the task as killed (137), as runc's shim does.
     async fn delete_shim(&mut self) -> containerd_shim::Result<DeleteResponse> {
+        if self.bundle.join(CLEANED_UP_FILE).exists() {
+            // The shim's own Delete left nothing: the same answer, without the search.
+            return Ok(killed_response(None));
+        }
         let pid = kill_leftover_guest(&self.bundle, &self.id);
         // A native container's runc state: `runc delete --force` ends what is left of it.
         if crate::native::has_state(&self.namespace, &self.id) {
@@ -118,15 +124,12 @@ impl Shim for WasmShim {
             .and_then(|s| s.linux().as_ref())
             .and_then(|l| l.cgroups_path().clone());
         match Cgroup::new(cgroups_path.as_deref(), &self.id) {
-            Ok(cgroup) => remove_cgroup_when_empty(Arc::new(cgroup)).await,
+            Ok(cgroup) => {
+                let _ = remove_cgroup_when_empty(Arc::new(cgroup)).await;
+            }
             Err(e) => warn!("delete: {e}"),
         }
-        Ok(DeleteResponse {
-            pid: pid.unwrap_or(0) as u32,
-            exit_status: EXIT_KILLED,
-            exited_at: MessageField::some(timestamp(SystemTime::now())),
-            ..Default::default()
-        })
+        Ok(killed_response(pid))
     }
 
     async fn wait(&mut self) {
@@ -134,6 +137,9 @@ impl Shim for WasmShim {
     }
 
     async fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
+        // A new shim's first request is a Create, which places a guest in a cgroup: the
+        // attach's wait for the kernel starts here, a few milliseconds before it arrives.
+        crate::cgroup::warm_up_attach();
         // Events go through a publisher of this shim's own (see `events`), to the same socket.
         let events = Events::spawn(publisher.address.clone(), self.namespace.clone());
         let service = Arc::new(Service::new(
@@ -143,6 +149,16 @@ impl Shim for WasmShim {
             self.exit.clone(),
         ));
         TaskService::new(service)
+    }
+}
+
+/// What `delete` reports: the task was killed (137), as runc's shim reports a lost task.
+fn killed_response(pid: Option<i32>) -> DeleteResponse {
+    DeleteResponse {
+        pid: pid.unwrap_or(0) as u32,
+        exit_status: EXIT_KILLED,
+        exited_at: MessageField::some(timestamp(SystemTime::now())),
+        ..Default::default()
     }
 }
 

@@ -442,6 +442,32 @@ async fn delete_after_a_lost_shim_kills_the_guest_and_reports_137() {
 }
 
 #[tokio::test]
+async fn after_a_clean_delete_the_delete_action_finds_nothing_left() {
+    let shim = ShimUnderTest::start().await;
+    let id = format!("clean-{}", std::process::id());
+    let bundle = shim.bundle(&id, &wat("hello.wat"), &["/app.wasm"]);
+    let (out, err) = shim.outputs(&id);
+    shim.create(&id, &bundle, &out.path, &err.path)
+        .await
+        .unwrap();
+    shim.start_task(&id).await.unwrap();
+    assert_eq!(shim.wait(&id).await.exit_status, 0);
+    assert_eq!(out.finish(), "hello from wat\n");
+    err.finish();
+    shim.delete(&id).await.unwrap();
+    // containerd runs the delete action after every shim exit; Delete records in the bundle
+    // that the guest is reaped and its cgroup removed, so the action need not search.
+    assert!(!cgroups::exists("memory", &format!("/{id}")));
+    assert!(
+        bundle.join("cleaned-up").exists(),
+        "Delete recorded its clean-up in the bundle"
+    );
+    let resp = delete_action(&bundle, &id);
+    assert_eq!((resp.pid, resp.exit_status), (0, 137));
+    shim.stop().await;
+}
+
+#[tokio::test]
 async fn delete_after_a_lost_shim_never_kills_a_process_that_is_not_the_guest() {
     let shim = ShimUnderTest::start().await;
     let bundle = shim.bundle(
