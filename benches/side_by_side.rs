@@ -20,10 +20,15 @@
 //!   BENCH_WARMUP          warm-up rounds per row (default 2)
 //!   BENCH_PYTHON_COLD_ROUNDS  measured rounds of the large module's cold compile (default 5)
 //!   BENCH_ROWS            some rows only, e.g. `start,pod` (see ROWS)
+//!   BENCH_CLIENT          how containers are run to their exit: `api` (default: containerd's
+//!                         gRPC API over one connection, as kubelet's CRI plugin does) or `ctr`
+//!                         (a `ctr run --rm` process per container)
 //!   CTR                   the ctr binary (default /usr/bin/ctr)
 
-// One file per row (or pair of rows), and one per layer under them: ctr, images, processes,
-// CPU accounting, the table and its header.
+// One file per row (or pair of rows), and one per layer under them: ctr, containerd's API,
+// images, processes, CPU accounting, the table and its header.
+#[path = "side_by_side/api.rs"]
+mod api;
 #[path = "side_by_side/compute.rs"]
 mod compute;
 #[path = "side_by_side/cpu.rs"]
@@ -91,6 +96,8 @@ struct Config {
     python_cold_rounds: usize,
     /// The rows to run (all by default).
     rows: Vec<String>,
+    /// Run-to-exit through containerd's API (true) or `ctr run --rm`.
+    api_client: bool,
     /// Scratch files (module variants, image tarballs), removed at the end.
     work: PathBuf,
 }
@@ -112,6 +119,7 @@ impl Config {
             warmup: number("BENCH_WARMUP", 2)?,
             python_cold_rounds: number("BENCH_PYTHON_COLD_ROUNDS", 5)?,
             rows: rows()?,
+            api_client: api_client()?,
             work: dir.join("bench-work"),
             dir,
             shim,
@@ -137,6 +145,15 @@ fn rows() -> Result<Vec<String>, String> {
             ROWS.join(",")
         )),
         None => Ok(rows),
+    }
+}
+
+/// BENCH_CLIENT: `api` (the default) or `ctr`.
+fn api_client() -> Result<bool, String> {
+    match std::env::var("BENCH_CLIENT").as_deref() {
+        Err(_) | Ok("api") => Ok(true),
+        Ok("ctr") => Ok(false),
+        Ok(other) => Err(format!("BENCH_CLIENT={other}: give api or ctr")),
     }
 }
 
@@ -210,8 +227,34 @@ fn ms(d: Duration) -> f64 {
 struct Bench<'a> {
     config: &'a Config,
     ctr: Ctr<'a>,
+    /// The connection to containerd's API, unless BENCH_CLIENT=ctr.
+    api: Option<api::Api<'a>>,
     images: Images,
     cpu: &'a CpuAccount,
+}
+
+impl Bench<'_> {
+    /// One container of `work` run to its exit and removed, by the client BENCH_CLIENT names;
+    /// its wall time and its stdout if it ran as it should.
+    fn run_rm(
+        &self,
+        runtime: Runtime,
+        work: &Workload,
+        timeout_secs: u32,
+    ) -> (Duration, Result<String, String>) {
+        match &self.api {
+            Some(api) => api.run_rm(runtime, work, timeout_secs),
+            None => self.ctr.run_rm(runtime, work, timeout_secs),
+        }
+    }
+
+    /// How the runs are made, for the table's notes.
+    fn client(&self) -> &'static str {
+        match self.api {
+            Some(_) => "containerd's API (create, start, wait, delete)",
+            None => "`ctr run --rm` (create, start, wait, delete)",
+        }
+    }
 }
 
 /// containerd's pid, from the file the harness writes.
@@ -395,9 +438,14 @@ fn bench() -> Result<(), String> {
     progress("building and importing the images");
     let images = images::prepare_images(&config, &ctr)?;
     install_control_runtime(&config, &ctr, &images.sleeper_native)?;
+    let api = match config.api_client {
+        true => Some(api::Api::connect(&config)?),
+        false => None,
+    };
     let b = Bench {
         config: &config,
         ctr,
+        api,
         images,
         cpu: &cpu,
     };

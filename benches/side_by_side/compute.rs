@@ -39,7 +39,7 @@ pub fn compute(b: &Bench) -> Result<Group, String> {
         let output = match i {
             0 => run_standalone(&engine, &module, &["/probe.wasm", "sieve", SIEVE_ROUNDS]),
             _ => {
-                let (_, result) = b.ctr.run_rm(Runtime::Wasm, &work, CTR_TIMEOUT);
+                let (_, result) = b.run_rm(Runtime::Wasm, &work, CTR_TIMEOUT);
                 settle_shims(&b.config.socket, Duration::from_secs(5));
                 result
             }

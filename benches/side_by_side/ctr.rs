@@ -186,7 +186,7 @@ impl Ctr<'_> {
 }
 
 /// Container ids unique within the run, so a leftover can never be mistaken for a new one.
-fn new_id() -> String {
+pub fn new_id() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     format!(
         "bench-{}-{}",

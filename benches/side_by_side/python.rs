@@ -39,7 +39,7 @@ pub fn python_warm(b: &Bench, python: &PythonImages) -> Result<Group, String> {
     round_robin(b.config.warmup, b.config.rounds, 4, |_, i, counts| {
         let value = match i {
             0 | 1 => {
-                let (elapsed, result) = b.ctr.run_rm(Runtime::Wasm, &contenders[i], CTR_TIMEOUT);
+                let (elapsed, result) = b.run_rm(Runtime::Wasm, &contenders[i], CTR_TIMEOUT);
                 settle_shims(&b.config.socket, Duration::from_secs(5));
                 result.map(|_| ms(elapsed))
             }
@@ -131,7 +131,7 @@ fn ensure_cached(b: &Bench, work: &Workload, bytes: &[u8]) {
         if entry.exists() {
             return;
         }
-        if let (_, Err(why)) = b.ctr.run_rm(Runtime::Wasm, work, CTR_COLD_TIMEOUT) {
+        if let (_, Err(why)) = b.run_rm(Runtime::Wasm, work, CTR_COLD_TIMEOUT) {
             eprintln!("bench:   warming {} failed: {why}", work.image);
         }
         settle_shims(&b.config.socket, Duration::from_secs(30));
@@ -157,7 +157,7 @@ pub fn python_cold(b: &Bench, python: &PythonImages) -> Group {
         let value = match i {
             0 => standalone_compile(&python.cold[round].1),
             _ => {
-                let (elapsed, result) = b.ctr.run_rm(Runtime::Wasm, &work(round), CTR_COLD_TIMEOUT);
+                let (elapsed, result) = b.run_rm(Runtime::Wasm, &work(round), CTR_COLD_TIMEOUT);
                 settle_shims(&b.config.socket, Duration::from_secs(30));
                 result.map(|_| ms(elapsed))
             }
@@ -171,7 +171,7 @@ pub fn python_cold(b: &Bench, python: &PythonImages) -> Group {
         .notes
         .push("standalone: WasmerEngine::load of the same never-seen bytes in this process".into());
     group.notes.push(
-        "(the shim's guest engine settings); shim: `ctr run --rm` of python -c 'print(1)'".into(),
+        "(the shim's guest engine settings); shim: python -c 'print(1)' run to its exit".into(),
     );
     if let (Some(s), Some(c)) = (group.median_of("shim"), group.median_of("standalone")) {
         group.notes.push(format!(

@@ -10,7 +10,7 @@ use crate::procs::settle_shims;
 use crate::table::{Group, Line};
 use crate::{ms, progress, round_robin, versus, Bench};
 
-/// Row 1: `ctr run --rm` of hello, its module cached, against runc and the control; also
+/// Row 1: hello run to its exit and removed (through `Bench::run_rm`), its module cached, against runc and the control; also
 /// row 7, the shims' CPU time in the same runs.
 pub fn start_to_exit_warm(b: &Bench) -> Vec<Group> {
     progress("start-to-exit, warm cache");
@@ -31,7 +31,7 @@ pub fn start_to_exit_warm(b: &Bench) -> Vec<Group> {
         runtimes.len(),
         |_, i, counts| {
             let before = b.cpu.snapshot();
-            let (elapsed, result) = b.ctr.run_rm(runtimes[i], &work(runtimes[i]), CTR_TIMEOUT);
+            let (elapsed, result) = b.run_rm(runtimes[i], &work(runtimes[i]), CTR_TIMEOUT);
             // The shim's last CPU time (its shutdown) belongs to this run, and the next run
             // starts with no shim alive.
             let settled = settle_shims(&b.config.socket, Duration::from_secs(5));
@@ -81,7 +81,7 @@ pub fn start_to_exit_cold(b: &Bench) -> Group {
             _ => &b.images.hello_native,
         };
         let work = Workload::new(image, &[], Some(HELLO));
-        let (elapsed, result) = b.ctr.run_rm(runtime, &work, CTR_TIMEOUT);
+        let (elapsed, result) = b.run_rm(runtime, &work, CTR_TIMEOUT);
         settle_shims(&b.config.socket, Duration::from_secs(5));
         result.map(|_| ms(elapsed))
     });

@@ -49,8 +49,9 @@ pub fn throughput(b: &Bench, concurrency: usize) -> Group {
         lines,
     );
     group.notes.push(format!(
-        "batches of {} `ctr run --rm` hello (create, start, wait, delete); higher is better",
-        batch_size(concurrency)
+        "batches of {} hello through {}; higher is better",
+        batch_size(concurrency),
+        b.client()
     ));
     group
 }
@@ -70,7 +71,7 @@ fn batch(
         for _ in 0..concurrency {
             s.spawn(|| {
                 while next.fetch_add(1, Ordering::Relaxed) < total {
-                    if let (_, Err(why)) = b.ctr.run_rm(runtime, work, CTR_TIMEOUT) {
+                    if let (_, Err(why)) = b.run_rm(runtime, work, CTR_TIMEOUT) {
                         failures.fetch_add(1, Ordering::Relaxed);
                         eprintln!("bench:   {} failed: {why}", runtime.label());
                     }
