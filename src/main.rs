@@ -20,7 +20,11 @@ fn main() {
 
 fn run_shim() {
     one_malloc_arena();
+    // Two workers whatever the host: the shim waits on I/O and its blocking work goes to
+    // tokio's blocking pool. Left to itself tokio would start one worker per core (64 on a big
+    // node, per shim) and, to count them, read this process's cgroup and mount table.
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .expect("build the shim's tokio runtime");
