@@ -357,6 +357,8 @@ impl<'a> Api<'a> {
             runtime.name(),
             &work.image,
             &id,
+            // Unlike `ctr run`, `containers create` would take an argv's `-c` for its own.
+            "--",
         ];
         args.extend(work.args.iter().map(String::as_str));
         let ctr = Ctr {
