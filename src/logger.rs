@@ -29,19 +29,34 @@ impl log::Log for LineLogger {
     }
 
     fn log(&self, record: &log::Record) {
-        if !self.enabled(record.metadata()) {
+        let text = record.args().to_string();
+        let level = effective_level(record.target(), record.level(), &text);
+        if level > log::max_level() {
             return;
         }
         let message = match self.tag.as_str() {
-            "" => record.args().to_string(),
-            tag => format!("{tag} {}", record.args()),
+            "" => text,
+            tag => format!("{tag} {text}"),
         };
-        let line = format_line(SystemTime::now(), record.level(), &message);
+        let line = format_line(SystemTime::now(), level, &message);
         // A FIFO whose reader is gone must not take the shim down: the line is dropped.
         let _ = (&self.file).write_all(line.as_bytes());
     }
 
     fn flush(&self) {}
+}
+
+/// libcgroups' v1 manager warns, at every Create, of each controller this host does not
+/// mount ("cgroup hugetlb not supported on this system"): four warnings per container in
+/// containerd's log on many VMs, about the host, not the container. They are debug lines here.
+fn effective_level(target: &str, level: log::Level, text: &str) -> log::Level {
+    let host_fact = target.starts_with("libcgroups::v1")
+        && level == log::Level::Warn
+        && text.ends_with("not supported on this system");
+    match host_fact {
+        true => log::Level::Debug,
+        false => level,
+    }
 }
 
 /// `time="…" level=info msg="…"` and a newline, as containerd's logrus writes.
@@ -99,6 +114,17 @@ mod tests {
             line,
             "time=\"2026-11-25T09:46:40.000000005Z\" level=info msg=\"id=c1 said \\\"hi\\\"\"\n"
         );
+    }
+
+    #[test]
+    fn libcgroups_warnings_about_missing_controllers_are_debug_lines() {
+        let missing = "cgroup hugetlb not supported on this system";
+        let demoted = effective_level("libcgroups::v1::manager", log::Level::Warn, missing);
+        assert_eq!(demoted, log::Level::Debug);
+        let other = effective_level("libcgroups::v1::manager", log::Level::Warn, "other");
+        assert_eq!(other, log::Level::Warn);
+        let ours = effective_level("containerd_shim_wasm::service", log::Level::Warn, missing);
+        assert_eq!(ours, log::Level::Warn);
     }
 
     #[test]
