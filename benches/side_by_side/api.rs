@@ -164,9 +164,22 @@ struct WaitResponse {
 #[derive(Clone, PartialEq, Message)]
 struct Ignored {}
 
-const CONTAINERS: &str = "/containerd.services.containers.v1.Containers/";
-const SNAPSHOTS: &str = "/containerd.services.snapshots.v1.Snapshots/";
-const TASKS: &str = "/containerd.services.tasks.v1.Tasks/";
+/// The full gRPC paths of the methods the bench calls.
+macro_rules! containers {
+    ($method:literal) => {
+        concat!("/containerd.services.containers.v1.Containers/", $method)
+    };
+}
+macro_rules! snapshots {
+    ($method:literal) => {
+        concat!("/containerd.services.snapshots.v1.Snapshots/", $method)
+    };
+}
+macro_rules! tasks {
+    ($method:literal) => {
+        concat!("/containerd.services.tasks.v1.Tasks/", $method)
+    };
+}
 
 /// One container record to copy: ctr's, for one runtime, image and argv.
 struct Template {
@@ -247,9 +260,9 @@ impl<'a> Api<'a> {
         container.spec = Some(with_cgroups_path(container.spec.as_ref(), id)?);
         let snapshotter = container.snapshotter.clone();
         let _: Ignored = self
-            .call(
-                CONTAINERS,
-                "Create",
+            .client
+            .unary(
+                containers!("Create"),
                 ContainerMessage {
                     container: Some(container),
                 },
@@ -260,7 +273,7 @@ impl<'a> Api<'a> {
             key: id.to_string(),
             parent: t.parent.clone(),
         };
-        let rootfs: Mounts = self.call(SNAPSHOTS, "Prepare", prepare).await?;
+        let rootfs: Mounts = self.client.unary(snapshots!("Prepare"), prepare).await?;
         // Both, as ctr and CRI give them: runc's shim refuses a stdout without a stderr.
         let (stdout, stderr) = (
             Output::open(io_dir, "stdout")?,
@@ -273,11 +286,11 @@ impl<'a> Api<'a> {
             stderr: stderr.path.clone(),
             ..Default::default()
         };
-        let _: Ignored = self.call(TASKS, "Create", create).await?;
+        let _: Ignored = self.client.unary(tasks!("Create"), create).await?;
         let (reading, _stderr) = (stdout.read_to_end(), stderr.read_to_end());
-        let _: Ignored = self.call(TASKS, "Start", task(id)).await?;
-        let waited: WaitResponse = self.call(TASKS, "Wait", task(id)).await?;
-        let _: Ignored = self.call(TASKS, "Delete", task(id)).await?;
+        let _: Ignored = self.client.unary(tasks!("Start"), task(id)).await?;
+        let waited: WaitResponse = self.client.unary(tasks!("Wait"), task(id)).await?;
+        let _: Ignored = self.client.unary(tasks!("Delete"), task(id)).await?;
         let output = reading
             .join()
             .map_err(|_| "the stdout reader panicked".to_string())??;
@@ -292,15 +305,15 @@ impl<'a> Api<'a> {
             all: true,
             ..task(id)
         };
-        let _: Result<Ignored, _> = self.call(TASKS, "Kill", kill).await;
-        let _: Result<WaitResponse, _> = self.call(TASKS, "Wait", task(id)).await;
-        let _: Result<Ignored, _> = self.call(TASKS, "Delete", task(id)).await;
+        let _: Result<Ignored, _> = self.client.unary(tasks!("Kill"), kill).await;
+        let _: Result<WaitResponse, _> = self.client.unary(tasks!("Wait"), task(id)).await;
+        let _: Result<Ignored, _> = self.client.unary(tasks!("Delete"), task(id)).await;
         let _ = self.remove_record(&t.container.snapshotter, id).await;
     }
 
     async fn remove_record(&self, snapshotter: &str, id: &str) -> Result<(), String> {
         let record = ContainerId { id: id.to_string() };
-        let _: Ignored = self.call(CONTAINERS, "Delete", record).await?;
+        let _: Ignored = self.client.unary(containers!("Delete"), record).await?;
         let snapshot = SnapshotRequest {
             snapshotter: snapshotter.to_string(),
             key: id.to_string(),
@@ -308,37 +321,14 @@ impl<'a> Api<'a> {
         };
         // The record's deletion may have let containerd's garbage collector take the
         // snapshot first; gone is what was asked (ctr's snapshot clean-up takes it so too).
-        match self.call::<_, Ignored>(SNAPSHOTS, "Remove", snapshot).await {
+        match self
+            .client
+            .unary::<_, Ignored>(snapshots!("Remove"), snapshot)
+            .await
+        {
             Err(e) if !e.contains(": NotFound:") => Err(e),
             _ => Ok(()),
         }
-    }
-
-    async fn call<Req, Resp>(
-        &self,
-        service: &str,
-        method: &str,
-        request: Req,
-    ) -> Result<Resp, String>
-    where
-        Req: Message + Send + Sync + 'static,
-        Resp: Message + Default + Send + Sync + 'static,
-    {
-        // The client takes a 'static path; the bench makes a handful, so leaking them is fine.
-        static PATHS: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
-        let full = format!("{service}{method}");
-        let path = {
-            let mut paths = PATHS.lock().unwrap_or_else(|e| e.into_inner());
-            match paths.iter().find(|p| **p == full) {
-                Some(p) => *p,
-                None => {
-                    let leaked: &'static str = Box::leak(full.into_boxed_str());
-                    paths.push(leaked);
-                    leaked
-                }
-            }
-        };
-        self.client.unary(path, request).await
     }
 
     /// ctr's record for (runtime, image, argv), made once with `ctr containers create` and
@@ -374,7 +364,8 @@ impl<'a> Api<'a> {
 
     async fn read_template(&self, id: &str) -> Result<Template, String> {
         let got: ContainerMessage = self
-            .call(CONTAINERS, "Get", ContainerId { id: id.to_string() })
+            .client
+            .unary(containers!("Get"), ContainerId { id: id.to_string() })
             .await?;
         let container = got
             .container
@@ -384,7 +375,7 @@ impl<'a> Api<'a> {
             key: container.snapshot_key.clone(),
             parent: String::new(),
         };
-        let stat: SnapshotStat = self.call(SNAPSHOTS, "Stat", stat).await?;
+        let stat: SnapshotStat = self.client.unary(snapshots!("Stat"), stat).await?;
         let parent = stat
             .info
             .map(|i| i.parent)
