@@ -831,3 +831,83 @@ fn an_update_through_containerds_tasks_api_changes_the_limit_in_the_cgroup() {
         "a malformed update names the problem: {denied}"
     );
 }
+
+/// A clean Delete leaves `cleaned-up` in the bundle, and containerd's `delete` action, run
+/// after every shim exit, then has nothing to end. A guest that writes that name wherever it
+/// can reach, and whose shim is then lost, must still be ended by `delete`: every write lands
+/// in its own root, never in the bundle, so the record cannot be planted.
+#[test]
+fn a_guest_cannot_plant_the_clean_up_record_and_outlive_a_lost_shim() {
+    let id = unique_id("plant");
+    containerd().run_detached(NS, image(), &id, &["/probe.wasm", "sleep", "600"]);
+    let guest = containerd().task_pid(NS, &id);
+    let bundle = containerd()
+        .dir
+        .join("state/io.containerd.runtime.v2.task")
+        .join(NS)
+        .join(&id);
+    let attempts = [
+        "/cleaned-up",
+        "/../cleaned-up",
+        "../../cleaned-up",
+        "/../../../../cleaned-up",
+    ];
+    for (n, path) in attempts.iter().enumerate() {
+        let exec_id = format!("w{n}");
+        let out = containerd().ctr(&[
+            "-n",
+            NS,
+            "tasks",
+            "exec",
+            "--exec-id",
+            &exec_id,
+            &id,
+            "/probe.wasm",
+            "write",
+            path,
+            "x",
+        ]);
+        assert_eq!(out.status.code(), Some(0), "write {path}: {out:?}");
+    }
+    // All four wrote the one file at the root of the container's rootfs.
+    assert_eq!(
+        fs::read_to_string(bundle.join("rootfs/cleaned-up")).unwrap(),
+        "x"
+    );
+    assert!(
+        !bundle.join("cleaned-up").exists(),
+        "the guest planted the record in the bundle"
+    );
+    // The shim dies as a SIGKILL leaves it; containerd runs `delete` for the bundle.
+    let shim = parent_pid(guest);
+    let cmdline = fs::read_to_string(format!("/proc/{shim}/cmdline")).unwrap();
+    assert!(cmdline.contains(&format!("-id\0{id}\0")), "{cmdline:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shim),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let running = |pid: i32| {
+        fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            !stat
+                .rsplit_once(") ")
+                .is_some_and(|(_, r)| r.starts_with('Z'))
+        })
+    };
+    while running(guest) || containerd().task_status(NS, &id).is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "after the lost shim the guest runs on ({}) or the task stays listed",
+            running(guest)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !cgroups::exists("memory", &format!("/{NS}/{id}")),
+        "delete removes the lost shim's cgroup"
+    );
+    containerd().ctr_ok(&["-n", NS, "containers", "delete", &id]);
+    common::remove_detached_fifos(&id);
+    containerd().assert_no_debris(NS, &id);
+}
