@@ -258,7 +258,8 @@ impl Service {
         let linux = spec.linux().as_ref();
         let cgroups_path = linux.and_then(|l| l.cgroups_path().as_deref());
         // libcgroups reads the mount table once per controller (a few ms on cgroup v1): on
-        // another thread, while this one reads and hashes the module.
+        // another thread, while this one resolves the module (for a wasm artifact, asking
+        // containerd for the image's layer).
         let cgroup = {
             let (path, id) = (cgroups_path.map(Path::to_path_buf), req.id.clone());
             tokio::task::spawn_blocking(move || Cgroup::new(path.as_deref(), &id))
