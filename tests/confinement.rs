@@ -895,18 +895,28 @@ fn a_guest_cannot_plant_the_clean_up_record_and_outlive_a_lost_shim() {
                 .is_some_and(|(_, r)| r.starts_with('Z'))
         })
     };
-    while running(guest) || containerd().task_status(NS, &id).is_some() {
+    // `delete` ends the guest first and removes its cgroup after: wait for all of it.
+    let cgroup = format!("/{NS}/{id}");
+    let left = || {
+        [
+            running(guest).then_some("the guest runs on"),
+            containerd()
+                .task_status(NS, &id)
+                .map(|_| "the task stays listed"),
+            cgroups::exists("memory", &cgroup).then_some("its cgroup stays"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+    };
+    while !left().is_empty() {
         assert!(
             std::time::Instant::now() < deadline,
-            "after the lost shim the guest runs on ({}) or the task stays listed",
-            running(guest)
+            "after the lost shim: {:?}",
+            left()
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(
-        !cgroups::exists("memory", &format!("/{NS}/{id}")),
-        "delete removes the lost shim's cgroup"
-    );
     containerd().ctr_ok(&["-n", NS, "containers", "delete", &id]);
     common::remove_detached_fifos(&id);
     containerd().assert_no_debris(NS, &id);
