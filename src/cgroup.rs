@@ -1,9 +1,11 @@
 //! The container's cgroup, over youki's `libcgroups` (v1, v2 and systemd managers).
 //!
-//! The shim places the guest in `linux.cgroupsPath` right after spawning it, before it sends
-//! the run plan, so no guest code (not even the guest's own confinement) runs outside it; then
-//! `linux.resources` are applied. Stats, Update, Pause and Resume act on the same cgroup, and
-//! Delete removes it.
+//! On cgroup v1 the shim makes the cgroup and applies `linux.resources` before it spawns the
+//! guest, and the new process joins it by itself before it execs (see `prepare_join`); on
+//! cgroup v2 (or with systemd) the shim places the guest by pid right after spawning it and
+//! then applies the resources. Either way the guest is in its cgroup before it is sent the
+//! run plan, so no guest code (not even the guest's own confinement) runs outside it. Stats,
+//! Update, Pause and Resume act on the same cgroup, and Delete removes it.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, SyncSender};
@@ -33,7 +35,35 @@ pub struct Cgroup {
     path: PathBuf,
     /// Where the unified (v2) hierarchy is mounted; the cgroup's v2 files are below it.
     unified_root: PathBuf,
+    /// On cgroup v1 (cgroupfs paths): the cgroup's directory in each controller's hierarchy,
+    /// the same ones libcgroups' manager applies limits to, reads and removes.
+    v1_dirs: Vec<V1Dir>,
 }
+
+/// The cgroup's directory in one cgroup v1 hierarchy.
+#[derive(Debug, Clone, PartialEq)]
+struct V1Dir {
+    controller: &'static str,
+    /// Where the hierarchy is mounted.
+    mount: PathBuf,
+    dir: PathBuf,
+}
+
+/// The v1 controllers libcgroups manages (its `ControllerType`s), by their kernel names.
+const V1_CONTROLLERS: &[&str] = &[
+    "cpu",
+    "cpuacct",
+    "cpuset",
+    "devices",
+    "hugetlb",
+    "memory",
+    "pids",
+    "perf_event",
+    "blkio",
+    "net_prio",
+    "net_cls",
+    "freezer",
+];
 
 impl std::fmt::Debug for Cgroup {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -54,16 +84,22 @@ impl Cgroup {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from(format!("/{id}")));
         let systemd = is_systemd_path(&path.to_string_lossy());
+        let path = if systemd { path } else { below_root(&path) };
         let manager = create_cgroup_manager(CgroupConfig {
             cgroup_path: path.clone(),
             systemd_cgroup: systemd,
             container_name: id.to_string(),
         })
         .map_err(|e| failed("set up", &path, e))?;
+        let v1_dirs = match manager {
+            AnyCgroupManager::V1(_) => v1_dirs(&path)?,
+            _ => Vec::new(),
+        };
         Ok(Cgroup {
             manager,
             path,
             unified_root: PathBuf::from(libcgroups::common::DEFAULT_CGROUP_ROOT),
+            v1_dirs,
         })
     }
 
@@ -76,6 +112,7 @@ impl Cgroup {
             manager: AnyCgroupManager::V2(manager),
             path: path.to_path_buf(),
             unified_root: root.to_path_buf(),
+            v1_dirs: Vec::new(),
         }
     }
 
@@ -85,6 +122,41 @@ impl Cgroup {
     /// itself by never creating a device node the rules deny (see [`device_rules_allow`]).
     pub fn enforces_device_rules(&self) -> bool {
         matches!(self.manager, AnyCgroupManager::V1(_))
+    }
+
+    /// On cgroup v1: makes the cgroup's directory in each hierarchy (cpuset's with its
+    /// parent's cpus and mems, without which it takes no process), applies `resources` if
+    /// given, and returns the `tasks` files a new process joins by writing "0" to each, itself,
+    /// while it has one thread. The kernel moves a thread that moves itself without its global
+    /// `cgroup_threadgroup_rwsem`, whose first writer after a quiet spell waits out an RCU
+    /// grace period (5 to 16 ms measured here; the shim's write of the pid to `cgroup.procs`
+    /// took it every time). `None` elsewhere: the shim places the process by pid (`place`).
+    pub fn prepare_join(&self, resources: Option<&LinuxResources>) -> Result<Option<Vec<PathBuf>>> {
+        if self.v1_dirs.is_empty() {
+            return Ok(None);
+        }
+        let mut tasks: Vec<PathBuf> = Vec::with_capacity(self.v1_dirs.len());
+        for d in &self.v1_dirs {
+            std::fs::create_dir_all(&d.dir).map_err(|e| failed("create", &d.dir, e))?;
+            if d.controller == "cpuset" {
+                inherit_cpuset(&d.mount, &d.dir)?;
+            }
+            let file = d.dir.join("tasks");
+            // cpu and cpuacct are usually one hierarchy.
+            if !tasks.contains(&file) {
+                tasks.push(file);
+            }
+        }
+        if let Some(resources) = resources {
+            self.apply(resources.clone())?;
+        }
+        Ok(Some(tasks))
+    }
+
+    /// Whether a new process joins this cgroup by itself (`prepare_join`), with no attach by
+    /// pid to warm up for.
+    pub fn joins_by_itself(&self) -> bool {
+        !self.v1_dirs.is_empty()
     }
 
     /// Puts `pid` in the cgroup and applies `resources`, if given (an exec joins its
@@ -164,11 +236,11 @@ impl Cgroup {
     /// `memory.events`. 0 when the memory controller is not there to tell.
     pub fn oom_kills(&self) -> u64 {
         let file = match self.manager {
-            AnyCgroupManager::V1(_) => libcgroups::v1::util::get_subsystem_mount_point(
-                &libcgroups::v1::ControllerType::Memory,
-            )
-            .map(|mount| mount.join(relative(&self.path)).join("memory.oom_control"))
-            .ok(),
+            AnyCgroupManager::V1(_) => self
+                .v1_dirs
+                .iter()
+                .find(|d| d.controller == "memory")
+                .map(|d| d.dir.join("memory.oom_control")),
             _ => Some(
                 self.unified_root
                     .join(relative(&self.path))
@@ -206,7 +278,9 @@ impl Cgroup {
 /// while the shim mounts the rootfs, reads the module and spawns the guest, and the guest's
 /// placement then finds the lock warm. One long-lived thread does it, so a Create costs no
 /// new thread (nor pid); a request while one is pending is dropped, as that one serves both.
-/// Best effort: a host where this fails only loses the head start.
+/// Best effort: a host where this fails only loses the head start. Only for an attach by pid:
+/// runc's, and the shim's own on cgroup v2 (a wasm guest joins a v1 cgroup without the lock,
+/// see `Cgroup::prepare_join`).
 pub fn warm_up_attach() {
     static REQUESTS: OnceLock<Option<SyncSender<()>>> = OnceLock::new();
     let requests = REQUESTS.get_or_init(|| {
@@ -226,6 +300,15 @@ pub fn warm_up_attach() {
     if let Some(requests) = requests {
         let _ = requests.try_send(());
     }
+}
+
+/// Whether this host's cgroups are the unified (v2) hierarchy alone, where every attach is
+/// by pid (see `warm_up_attach`).
+pub fn host_is_unified() -> bool {
+    matches!(
+        libcgroups::common::get_cgroup_setup(),
+        Ok(libcgroups::common::CgroupSetup::Unified)
+    )
 }
 
 /// Writes the calling thread into the cgroup it is in already, in the first hierarchy of
@@ -257,6 +340,80 @@ fn attach_self_in_place() -> std::io::Result<()> {
     };
     std::fs::write(&file, id.to_string())
         .map_err(|e| std::io::Error::new(e.kind(), format!("write {}: {e}", file.display())))
+}
+
+/// The cgroup at `path` in each v1 hierarchy, found as libcgroups' manager finds them (one
+/// read of the mount table here, where the manager reads it once per controller): the first
+/// cgroup mount whose last component is the controller's name, or a known co-mount of it.
+fn v1_dirs(path: &Path) -> Result<Vec<V1Dir>> {
+    let mounts = libcgroups::v1::util::list_subsystem_mount_points()
+        .map_err(|e| failed("find the hierarchies of", path, e))?;
+    Ok(V1_CONTROLLERS
+        .iter()
+        .filter_map(|controller| {
+            let mount = mounts.iter().find(|m| hierarchy_is(m, controller))?;
+            Some(V1Dir {
+                controller,
+                mount: mount.clone(),
+                dir: mount.join(relative(path)),
+            })
+        })
+        .collect())
+}
+
+/// Whether the v1 hierarchy mounted at `mount` is `controller`'s (libcgroups' rule).
+fn hierarchy_is(mount: &Path, controller: &str) -> bool {
+    let names: &[&str] = match controller {
+        "cpu" => &["cpu,cpuacct", "cpu"],
+        "cpuacct" => &["cpu,cpuacct", "cpuacct"],
+        "net_cls" => &["net_cls,net_prio", "net_prio,net_cls", "net_cls"],
+        "net_prio" => &["net_cls,net_prio", "net_prio,net_cls", "net_prio"],
+        other => return mount.ends_with(other),
+    };
+    names.iter().any(|n| mount.ends_with(n))
+}
+
+/// Gives each cpuset cgroup from the hierarchy's root down to `dir` whose `cpuset.cpus` or
+/// `cpuset.mems` is empty (a new one's are) its parent's value, as runc does: the kernel
+/// refuses a process into a cpuset with no cpus or memory nodes.
+fn inherit_cpuset(mount: &Path, dir: &Path) -> Result<()> {
+    let below = dir
+        .strip_prefix(mount)
+        .map_err(|_| failed("place", dir, "not below its cpuset hierarchy"))?;
+    for file in ["cpuset.cpus", "cpuset.mems"] {
+        let mut parent = mount.to_path_buf();
+        for component in below.components() {
+            let child = parent.join(component);
+            let value = |d: &Path| std::fs::read_to_string(d.join(file));
+            let own = value(&child).map_err(|e| failed(&format!("read {file} of"), &child, e))?;
+            if own.trim().is_empty() {
+                let inherited =
+                    value(&parent).map_err(|e| failed(&format!("read {file} of"), &parent, e))?;
+                std::fs::write(child.join(file), inherited.trim())
+                    .map_err(|e| failed(&format!("write {file} of"), &child, e))?;
+            }
+            parent = child;
+        }
+    }
+    Ok(())
+}
+
+/// A cgroupfs `cgroupsPath` made absolute with its `.` and `..` resolved by name, as runc
+/// cleans it: `/a/../../b` is `/b`, so no spec reaches above a hierarchy's root (into another
+/// hierarchy, or out of /sys/fs/cgroup).
+fn below_root(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut clean = PathBuf::from("/");
+    for component in path.components() {
+        match component {
+            Component::Normal(name) => clean.push(name),
+            Component::ParentDir => {
+                clean.pop();
+            }
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    clean
 }
 
 fn relative(path: &Path) -> &Path {
@@ -433,6 +590,107 @@ mod tests {
         attach_self_in_place().unwrap();
         let after = std::fs::read_to_string("/proc/thread-self/cgroup").unwrap();
         assert_eq!(after, before);
+    }
+
+    #[test]
+    fn a_cgroups_path_never_reaches_above_the_hierarchys_root() {
+        for (given, clean) in [
+            ("/k8s.io/abc", "/k8s.io/abc"),
+            ("/a/../../b", "/b"),
+            ("../../../etc/x", "/etc/x"),
+            ("/default/./c/..", "/default"),
+            ("relative/id", "/relative/id"),
+        ] {
+            assert_eq!(below_root(Path::new(given)), Path::new(clean), "{given}");
+        }
+        let cgroup = Cgroup::new(Some(Path::new("/../../../../tmp/x")), "x").unwrap();
+        assert_eq!(cgroup.path(), Path::new("/tmp/x"));
+        for d in &cgroup.v1_dirs {
+            assert!(d.dir.starts_with(&d.mount), "{d:?}");
+        }
+    }
+
+    /// Needs cgroup v1 (as this project's hosts have): elsewhere nothing joins by itself.
+    #[test]
+    fn the_v1_hierarchies_are_libcgroups_own_and_a_process_joins_them_by_itself() {
+        use libcgroups::v1::{util::get_subsystem_mount_point, ControllerType as C};
+        let path = PathBuf::from(format!("/shim-unit-join-{}", std::process::id()));
+        let cgroup = Cgroup::new(Some(&path), "x").unwrap();
+        if !matches!(cgroup.manager, AnyCgroupManager::V1(_)) {
+            assert!(cgroup.prepare_join(None).unwrap().is_none());
+            return;
+        }
+        let theirs: Vec<(String, PathBuf)> = [
+            C::Cpu,
+            C::CpuAcct,
+            C::CpuSet,
+            C::Devices,
+            C::HugeTlb,
+            C::Memory,
+            C::Pids,
+            C::PerfEvent,
+            C::Blkio,
+            C::NetworkPriority,
+            C::NetworkClassifier,
+            C::Freezer,
+        ]
+        .iter()
+        .filter_map(|c| Some((c.to_string(), get_subsystem_mount_point(c).ok()?)))
+        .collect();
+        let ours: Vec<(String, PathBuf)> = cgroup
+            .v1_dirs
+            .iter()
+            .map(|d| (d.controller.to_string(), d.mount.clone()))
+            .collect();
+        assert_eq!(ours, theirs);
+
+        let mut resources = LinuxResources::default();
+        let mut memory = oci_spec::runtime::LinuxMemory::default();
+        memory.set_limit(Some(64 << 20));
+        resources.set_memory(Some(memory));
+        let tasks = cgroup.prepare_join(Some(&resources)).unwrap().unwrap();
+        let dir = |c: &str| {
+            cgroup
+                .v1_dirs
+                .iter()
+                .find(|d| d.controller == c)
+                .unwrap()
+                .dir
+                .clone()
+        };
+        let limit = std::fs::read_to_string(dir("memory").join("memory.limit_in_bytes")).unwrap();
+        assert_eq!(
+            limit.trim(),
+            (64u64 << 20).to_string(),
+            "applied before anything joins"
+        );
+        let cpus = std::fs::read_to_string(dir("cpuset").join("cpuset.cpus")).unwrap();
+        assert!(!cpus.trim().is_empty(), "cpuset inherits its parent's cpus");
+        // A process writes "0" to each file, as the guest does before it execs.
+        let joined = std::process::Command::new("sh")
+            .args([
+                "-c",
+                r#"for f; do echo 0 > "$f" || exit 1; done; cat /proc/self/cgroup"#,
+                "sh",
+            ])
+            .args(&tasks)
+            .output()
+            .unwrap();
+        assert!(joined.status.success(), "{joined:?}");
+        let membership = String::from_utf8(joined.stdout).unwrap();
+        for d in &cgroup.v1_dirs {
+            let line = membership
+                .lines()
+                .find(|l| {
+                    l.split(':')
+                        .nth(1)
+                        .is_some_and(|c| c.split(',').any(|c| c == d.controller))
+                })
+                .unwrap_or_else(|| panic!("{} not in {membership}", d.controller));
+            assert!(line.ends_with(&format!(":{}", path.display())), "{line}");
+        }
+        cgroup.remove().unwrap();
+        assert!(!dir("memory").exists());
     }
 
     #[test]

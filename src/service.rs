@@ -200,7 +200,9 @@ impl Service {
     /// answer meanwhile; the id is reserved so a second Create of it fails at once.
     pub async fn create(&self, req: &CreateTaskRequest) -> Result<u32> {
         let reservation = self.reserve(&req.id)?;
-        crate::cgroup::warm_up_attach();
+        if crate::cgroup::host_is_unified() {
+            crate::cgroup::warm_up_attach();
+        }
         let options = self.options(req)?.clone();
         let bundle = PathBuf::from(&req.bundle);
         let spec = spec::load_spec(&bundle)?;
@@ -286,6 +288,8 @@ impl Service {
                     req.id,
                     entrypoint.display()
                 );
+                // runc attaches its process by pid.
+                crate::cgroup::warm_up_attach();
                 let systemd = cgroups_path.is_some_and(|p| is_systemd_path(&p.to_string_lossy()));
                 let runtime = NativeRuntime::new(&self.namespace, bundle, systemd)?;
                 return self
@@ -724,7 +728,9 @@ impl Service {
                 "exec {exec_id} of container {id} already exists"
             )));
         }
-        crate::cgroup::warm_up_attach();
+        if container.native.is_some() || !container.cgroup.joins_by_itself() {
+            crate::cgroup::warm_up_attach();
+        }
         let process: oci_spec::runtime::Process =
             serde_json::from_slice(&req.spec.value).map_err(|e| {
                 Error::InvalidArgument(format!("the exec's spec is not an OCI process: {e}"))
@@ -1153,13 +1159,19 @@ async fn spawn_guest(plan: RunPlan, fds: GuestFds, placement: Placement) -> Resu
             ready_timeout,
         } = placement;
         let started = std::time::Instant::now();
+        // cgroup v1: the guest joins by itself before it execs; elsewhere it is placed by pid.
+        let joins = cgroup.prepare_join(resources.as_ref())?;
         let mut placed_at = None;
         let place = |pid| {
-            let placed = cgroup.place(pid, resources.as_ref());
+            let placed = match joins {
+                Some(_) => Ok(()),
+                None => cgroup.place(pid, resources.as_ref()),
+            };
             placed_at = Some(started.elapsed());
             placed
         };
-        let spawned = GuestProcess::spawn(&plan, fds, place, ready_timeout).map_err(|e| {
+        let tasks = joins.as_deref().unwrap_or_default();
+        let spawned = GuestProcess::spawn(&plan, fds, tasks, place, ready_timeout).map_err(|e| {
             match e {
                 Error::DeadlineExceeded(_) => Error::DeadlineExceeded(format!(
                     "the guest process did not finish its setup within {ready_timeout:?} (the runtime option ReadyTimeoutSeconds); it was killed"

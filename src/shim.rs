@@ -137,9 +137,11 @@ impl Shim for WasmShim {
     }
 
     async fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
-        // A new shim's first request is a Create, which places a guest in a cgroup: the
-        // attach's wait for the kernel starts here, a few milliseconds before it arrives.
-        crate::cgroup::warm_up_attach();
+        // A new shim's first request is a Create, which places a guest in a cgroup by pid on
+        // cgroup v2: the attach's wait for the kernel starts here, before it arrives.
+        if crate::cgroup::host_is_unified() {
+            crate::cgroup::warm_up_attach();
+        }
         // Events go through a publisher of this shim's own (see `events`), to the same socket.
         let events = Events::spawn(publisher.address.clone(), self.namespace.clone());
         let service = Arc::new(Service::new(

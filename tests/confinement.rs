@@ -478,7 +478,10 @@ fn the_guest_runs_in_its_cgroup_with_the_specs_limits_and_metrics_show_it() {
         "100000".into(),
     ];
     while_running(o, |pid| {
-        for controller in ["memory", "cpu", "cpuacct", "pids", "freezer"] {
+        // Every hierarchy the guest joins by itself (cpuset's needs its parent's cpus).
+        for controller in [
+            "memory", "cpu", "cpuacct", "pids", "freezer", "cpuset", "devices", "blkio",
+        ] {
             assert!(
                 cgroups::holds(pid, controller, &path),
                 "{controller} not {path}: {}",

@@ -331,7 +331,7 @@ const GROW_WAT: &str = r#"(module
 async fn a_module_that_grows_memory_forever_sees_the_growth_fail_under_its_limit() {
     let pod = shim_with_neighbour().await;
     let limit = |spec: &mut serde_json::Value| {
-        spec["linux"] = serde_json::json!({ "resources": { "memory": { "limit": 96u64 << 20 } } });
+        spec["linux"]["resources"] = serde_json::json!({ "memory": { "limit": 96u64 << 20 } });
     };
     let (status, _, slowest) = hostile(&pod, "grow", &module(GROW_WAT), limit, None).await;
     assert_eq!(
@@ -410,7 +410,7 @@ async fn a_million_functions_are_refused_at_start_and_fewer_compile_within_the_c
 
     // Just under the validator's limit, the compile is bounded by the container's memory.
     let limit = |spec: &mut serde_json::Value| {
-        spec["linux"] = serde_json::json!({ "resources": { "memory": { "limit": 64u64 << 20 } } });
+        spec["linux"]["resources"] = serde_json::json!({ "memory": { "limit": 64u64 << 20 } });
     };
     let wasm = many_functions(999_999);
     assert!(wasm.len() < 8 << 20, "within the test's MaxModuleBytes");

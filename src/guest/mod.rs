@@ -100,11 +100,13 @@ pub struct GuestProcess {
 impl GuestProcess {
     /// Starts a guest process for `plan` and waits until it is confined and set up, at most
     /// `ready_timeout` (then it is killed and Create fails). Blocking: call it from a blocking
-    /// task. `place` puts the new process in its cgroup before it is sent the plan, so nothing
-    /// of the guest runs outside it; if it fails the process is killed.
+    /// task. The new process joins its cgroup through `cgroup_tasks` (v1) before it execs, or
+    /// `place` puts it there after the spawn; either way before it is sent the plan, so nothing
+    /// of the guest runs outside it. If `place` fails the process is killed.
     pub fn spawn(
         plan: &RunPlan,
         fds: GuestFds,
+        cgroup_tasks: &[std::path::PathBuf],
         place: impl FnOnce(i32) -> Result<()>,
         ready_timeout: Duration,
     ) -> Result<GuestProcess> {
@@ -138,6 +140,7 @@ impl GuestProcess {
             OsStr::new(&plan.id),
         ];
         let exec = spawn::Exec::new(&args, targets, fds.terminal)
+            .and_then(|exec| exec.joining_cgroup(cgroup_tasks))
             .context(|| "prepare the guest process".into())?;
         let child =
             spawn_in_pid_namespace(&exec, plan).context(|| "start the guest process".into())?;

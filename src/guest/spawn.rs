@@ -39,6 +39,9 @@ pub struct Exec {
     fds: Vec<(RawFd, RawFd)>,
     /// stdin is a terminal that becomes the guest's controlling terminal.
     terminal: bool,
+    /// cgroup v1 `tasks` files the child writes "0" to before it execs, joining its cgroup
+    /// by itself (see `Cgroup::prepare_join`).
+    cgroup_tasks: Vec<CString>,
 }
 
 /// A started process: its pid and a pidfd that refers to it for as long as the shim holds it.
@@ -66,7 +69,18 @@ impl Exec {
             argv,
             fds,
             terminal,
+            cgroup_tasks: Vec::new(),
         })
+    }
+
+    /// The child joins its cgroup by writing "0" to each of `tasks` (cgroup v1) before it
+    /// execs: it has one thread then, so the thread that moves is the whole process.
+    pub fn joining_cgroup(mut self, tasks: &[std::path::PathBuf]) -> std::io::Result<Exec> {
+        self.cgroup_tasks = tasks
+            .iter()
+            .map(|t| CString::new(t.as_os_str().as_bytes()).map_err(std::io::Error::other))
+            .collect::<std::io::Result<_>>()?;
+        Ok(self)
     }
 
     /// Clones and execs; `new_pid_namespace` makes the child PID 1 of a new pid namespace.
@@ -128,6 +142,9 @@ impl Exec {
                 && close_others_on_exec(&self.fds)
                 && (!self.terminal || take_controlling_terminal())
                 && libc::chdir(c"/".as_ptr()) == 0;
+            if ready && !join_cgroup(&self.cgroup_tasks) {
+                libc::_exit(127);
+            }
             if ready {
                 libc::execve(c"/proc/self/exe".as_ptr(), argv, envp);
             }
@@ -138,6 +155,38 @@ impl Exec {
             libc::_exit(127)
         }
     }
+}
+
+/// Writes "0" (the calling thread) to each `tasks` file; on a failure says which on fd 2 (the
+/// log, once the descriptors are placed) and returns false.
+///
+/// # Safety
+/// Async-signal-safe: open, write and close on C strings prepared before the clone.
+unsafe fn join_cgroup(tasks: &[CString]) -> bool {
+    for file in tasks {
+        // SAFETY: `file` is a valid C string; the descriptor is closed before the next one.
+        let joined = unsafe {
+            let fd = libc::open(file.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            let written = fd >= 0 && libc::write(fd, c"0".as_ptr().cast(), 1) == 1;
+            if fd >= 0 {
+                libc::close(fd);
+            }
+            written
+        };
+        if !joined {
+            let path = file.as_bytes();
+            for part in [
+                &b"containerd-shim-wasm: the guest process cannot join its cgroup: "[..],
+                path,
+                b"\n",
+            ] {
+                // SAFETY: a write of a live buffer to fd 2.
+                unsafe { libc::write(2, part.as_ptr().cast(), part.len()) };
+            }
+            return false;
+        }
+    }
+    true
 }
 
 /// Moves each source descriptor to its target number. Sources are first copied above every

@@ -254,11 +254,25 @@ impl ShimUnderTest {
             .await;
         for _ in 0..50 {
             if self.shim.try_wait().unwrap().is_some() {
+                self.assert_no_mounts_left();
                 return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("the shim did not exit after Shutdown with no containers left");
+    }
+
+    /// Nothing of the test's bundles stays mounted in the host's mount table: no rootfs, and
+    /// none of the kernel filesystems a container mounts inside its own namespace.
+    fn assert_no_mounts_left(&self) {
+        let dir = self.dir.path().to_str().unwrap();
+        let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let left: Vec<&str> = table
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| m.starts_with(dir))
+            .collect();
+        assert!(left.is_empty(), "mounts left on the host: {left:?}");
     }
 }
 
@@ -296,10 +310,13 @@ fn children_of(pid: u32) -> Vec<u32> {
 }
 
 /// The shape of what `ctr run` hands a shim (see shared/fixtures/oci-spec/ctr-run.json):
-/// kernel filesystems, a tmpfs /dev, a PATH; args are filled in per test.
+/// kernel filesystems, a tmpfs /dev, a PATH, ctr's namespaces (without its mount namespace
+/// runc would mount a native entrypoint's /proc, /dev and /sys on the host's mount table, and
+/// leave them there when its create fails); args are filled in per test.
 pub const SPEC: &str = r#"{"ociVersion":"1.0.2-dev",
  "process":{"user":{"uid":0,"gid":0},"args":[],"env":["PATH=/usr/local/bin:/usr/bin:/bin"],"cwd":"/"},
  "root":{"path":"rootfs"},
+ "linux":{"namespaces":[{"type":"pid"},{"type":"ipc"},{"type":"uts"},{"type":"mount"},{"type":"network"}]},
  "mounts":[{"destination":"/proc","type":"proc","source":"proc","options":["nosuid","noexec","nodev"]},
   {"destination":"/dev","type":"tmpfs","source":"tmpfs","options":["nosuid","strictatime","mode=755","size=65536k"]},
   {"destination":"/dev/pts","type":"devpts","source":"devpts","options":["nosuid","noexec"]},
