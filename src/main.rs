@@ -20,14 +20,21 @@ fn main() {
 
 fn run_shim() {
     one_malloc_arena();
-    // Two workers whatever the host: the shim waits on I/O and its blocking work goes to
-    // tokio's blocking pool. Left to itself tokio would start one worker per core (64 on a big
-    // node, per shim) and, to count them, read this process's cgroup and mount table.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("build the shim's tokio runtime");
+    let runtime = if is_short_action() {
+        // `start` and `delete` run once per container, do one thing and exit: no workers.
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        // The server: two workers whatever the host, as it waits on I/O and its blocking work
+        // goes to tokio's blocking pool. Left to itself tokio would start one worker per core
+        // (64 on a big node, per shim) and, to count them, read this process's cgroup and
+        // mount table.
+        let mut server = tokio::runtime::Builder::new_multi_thread();
+        server.worker_threads(2);
+        server
+    }
+    .enable_all()
+    .build()
+    .expect("build the shim's tokio runtime");
     // The shim installs its own logger (logger.rs): one write per line, shared with guests.
     let config = containerd_shim::Config {
         no_setup_logger: true,
@@ -37,6 +44,14 @@ fn run_shim() {
         RUNTIME_NAME,
         Some(config),
     ));
+}
+
+/// Whether containerd runs this process for its `start` or `delete` action (the crate parses
+/// the same flags again; a bad one is reported there).
+fn is_short_action() -> bool {
+    let args: Vec<_> = std::env::args_os().skip(1).collect();
+    containerd_shim::parse(&args)
+        .is_ok_and(|flags| matches!(flags.action.as_str(), "start" | "delete"))
 }
 
 /// One malloc arena for all of the shim's threads. glibc gives each thread that allocates an
