@@ -4,10 +4,15 @@ use containerd_shim_wasm::engine::wasmer::WASMER_VERSION;
 use containerd_shim_wasm::guest::{child, GUEST_MODE_ARG};
 use containerd_shim_wasm::shim::{WasmShim, RUNTIME_NAME};
 
+mod huge_pages;
+
 fn main() {
     let arg1 = std::env::args_os().nth(1);
     match arg1.as_ref().and_then(|a| a.to_str()) {
-        Some(GUEST_MODE_ARG) => child::main(),
+        Some(GUEST_MODE_ARG) => {
+            huge_pages::advise_for_guest();
+            child::main()
+        }
         Some("-v") | Some("--version") | Some("-version") => {
             println!(
                 "containerd-shim-wasm-v1 {} (runtime {RUNTIME_NAME}, wasmer {WASMER_VERSION}, task API v2)",
