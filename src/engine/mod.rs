@@ -5,8 +5,8 @@
 pub mod cache;
 pub mod container_fs;
 pub mod host_file;
-pub mod memory_cap;
 pub mod stdio;
+pub mod tunables;
 pub mod wasi_fixes;
 pub mod wasmer;
 

@@ -56,7 +56,7 @@ pub struct WasmerEngine {
 impl WasmerEngine {
     /// Engines for the host's CPU (what [`engine_key`] describes): cranelift to compile, a
     /// headless one (no compiler built) to load a cached artifact. With a `memory_cap`, no
-    /// linear memory grows past it (see `memory_cap`).
+    /// linear memory grows past it (see `tunables`).
     pub fn new(memory_cap: Option<wasmer::Pages>) -> std::io::Result<WasmerEngine> {
         // wasmer-wasix needs a tokio runtime for its file system and task manager. One worker
         // is enough: the guest's own code runs on the thread that calls `run`.
@@ -82,9 +82,7 @@ impl WasmerEngine {
         } else {
             <Engine as NativeEngineExt>::headless()
         };
-        if let Some(max) = self.memory_cap {
-            engine.set_tunables(super::memory_cap::MemoryCap::new(max));
-        }
+        engine.set_tunables(super::tunables::GuestTunables::new(self.memory_cap));
         engine
     }
 

@@ -13,7 +13,7 @@ use super::{
     LOADED, MODULE_FD, START_BYTE, STATUS_FD, STDERR_FD,
 };
 use crate::confine::{self, capabilities, identity, namespaces, seccomp};
-use crate::engine::memory_cap::pages_for_limit;
+use crate::engine::tunables::pages_for_limit;
 use crate::engine::wasmer::{LoadedModule, WasmerEngine};
 use crate::engine::{Invocation, Outcome, EXIT_NOT_RUNNABLE};
 use crate::logger::LineLogger;
