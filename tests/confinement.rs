@@ -857,19 +857,7 @@ fn a_guest_cannot_plant_the_clean_up_record_and_outlive_a_lost_shim() {
     ];
     for (n, path) in attempts.iter().enumerate() {
         let exec_id = format!("w{n}");
-        let out = containerd().ctr(&[
-            "-n",
-            NS,
-            "tasks",
-            "exec",
-            "--exec-id",
-            &exec_id,
-            &id,
-            "/probe.wasm",
-            "write",
-            path,
-            "x",
-        ]);
+        let out = containerd().exec(NS, &id, &exec_id, &["/probe.wasm", "write", path, "x"]);
         assert_eq!(out.status.code(), Some(0), "write {path}: {out:?}");
     }
     // All four wrote the one file at the root of the container's rootfs.

@@ -1142,18 +1142,7 @@ fn exec_runs_a_module_inside_the_running_container() {
     );
     let init = task_pid(&id);
     // `ctr task exec` prints the module's output and returns its exit code.
-    let out = containerd().ctr(&[
-        "-n",
-        NS,
-        "tasks",
-        "exec",
-        "--exec-id",
-        "e1",
-        &id,
-        "/probe.wasm",
-        "args",
-        "inside",
-    ]);
+    let out = containerd().exec(NS, &id, "e1", &["/probe.wasm", "args", "inside"]);
     assert!(
         out.status.success(),
         "{}",
@@ -1163,32 +1152,10 @@ fn exec_runs_a_module_inside_the_running_container() {
         String::from_utf8_lossy(&out.stdout),
         "/probe.wasm\nargs\ninside\n"
     );
-    let out = containerd().ctr(&[
-        "-n",
-        NS,
-        "tasks",
-        "exec",
-        "--exec-id",
-        "e2",
-        &id,
-        "/probe.wasm",
-        "exit",
-        "3",
-    ]);
+    let out = containerd().exec(NS, &id, "e2", &["/probe.wasm", "exit", "3"]);
     assert_eq!(out.status.code(), Some(3), "the exec's own exit code");
     // The exec sees the container's files (the image's /etc/hostname, not the host's).
-    let out = containerd().ctr(&[
-        "-n",
-        NS,
-        "tasks",
-        "exec",
-        "--exec-id",
-        "e3",
-        &id,
-        "/probe.wasm",
-        "read",
-        "/etc/hostname",
-    ]);
+    let out = containerd().exec(NS, &id, "e3", &["/probe.wasm", "read", "/etc/hostname"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "container hostname\n");
     // A long exec is in the container's namespaces and cgroup, listed by ps, killed by its id.
     exec_detached(&id, "e4", &["/probe.wasm", "sleep", "600"]);
@@ -1219,11 +1186,7 @@ fn exec_into_a_native_container_runs_the_program_there_under_runc() {
     let id = unique_id("exec-native");
     containerd().run_detached(NS, probe_image(), &id, &["/sleeper", "600"]);
     let init = task_pid(&id);
-    let exec = |exec_id: &str, args: &[&str]| {
-        let mut all = vec!["-n", NS, "tasks", "exec", "--exec-id", exec_id, &id];
-        all.extend_from_slice(args);
-        containerd().ctr(&all)
-    };
+    let exec = |exec_id: &str, args: &[&str]| containerd().exec(NS, &id, exec_id, args);
     let out = exec("e1", &["/nprobe", "echo", "inside"]);
     assert_eq!(
         (

@@ -483,6 +483,13 @@ impl Containerd {
         self.ctr_with_stdin(args, None)
     }
 
+    /// `ctr -n NS tasks exec --exec-id EXEC_ID ID ARGS...`: the exec's output and exit code.
+    pub fn exec(&self, ns: &str, id: &str, exec_id: &str, args: &[&str]) -> Output {
+        let mut all = vec!["-n", ns, "tasks", "exec", "--exec-id", exec_id, id];
+        all.extend_from_slice(args);
+        self.ctr(&all)
+    }
+
     pub fn ctr_with_stdin(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
         let mut cmd = self.ctr_command(args);
         cmd.stdin(if stdin.is_some() {
