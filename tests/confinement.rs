@@ -524,6 +524,45 @@ fn the_guest_runs_in_its_cgroup_with_the_specs_limits_and_metrics_show_it() {
     );
 }
 
+/// A cgroupsPath that climbs with `..` (here, from every hierarchy into the cpu one, with a
+/// memory limit) is cleaned as runc cleans it: the guest is in `/cpu/<ns>/<id>` inside each
+/// hierarchy, under its memory limit there, and nothing is made where the climb pointed.
+#[test]
+fn a_cgroups_path_that_climbs_with_dot_dot_stays_inside_each_hierarchy() {
+    let id = unique_id("climb");
+    let climbing = format!("/{NS}/../../cpu/{NS}/{id}");
+    let cleaned = format!("/cpu/{NS}/{id}");
+    let config = exact_spec(&id, &["sleep", "60"], |spec| {
+        spec["linux"]["cgroupsPath"] = serde_json::json!(climbing);
+        spec["linux"]["resources"]["memory"] = serde_json::json!({ "limit": 96u64 << 20 });
+    });
+    // Joined to each hierarchy's root as given, the path reaches the cpu hierarchy's
+    // `/<ns>/<id>` from every other hierarchy.
+    let climbed_to = format!("/{NS}/{id}");
+    let (memory, cpu, limit, escape) = while_running(spec_opts(&config, &id), |pid| {
+        (
+            cgroups::holds(pid, "memory", &cleaned),
+            cgroups::holds(pid, "cpu", &cleaned),
+            cgroups::memory_limit(&cleaned),
+            cgroups::exists("cpu", &climbed_to),
+        )
+    });
+    // Parents the path made stay, as runc leaves them; empty, they go.
+    for controller in [
+        "memory", "cpu", "cpuacct", "cpuset", "devices", "freezer", "pids", "blkio",
+    ] {
+        let _ = fs::remove_dir(cgroups::dir(controller, &format!("/cpu/{NS}")));
+        let _ = fs::remove_dir(cgroups::dir(controller, "/cpu"));
+    }
+    assert!(memory && cpu, "the guest is not in {cleaned}");
+    assert_eq!(
+        limit,
+        (96u64 << 20).to_string(),
+        "the memory limit is on {cleaned}"
+    );
+    assert!(!escape, "a cgroup was made where the path climbed to");
+}
+
 #[test]
 fn a_pids_limit_from_the_spec_holds_in_the_containers_cgroup() {
     let id = unique_id("pids");

@@ -1222,3 +1222,95 @@ fn exec_into_a_native_container_runs_the_program_there_under_runc() {
     common::remove_detached_fifos(&id);
     containerd().assert_no_debris(NS, &id);
 }
+
+/// A module with `functions` small functions (several MiB of machine code) and a linear memory
+/// of 128 pages (8 MiB) that it fills, then spins until killed.
+fn big_code_and_memory_wat(id: &str, functions: usize) -> String {
+    let mut wat = String::from("(module (memory (export \"memory\") 128)\n");
+    wat.push_str(&format!("(data (i32.const 0) \"{id}\")\n"));
+    for i in 0..functions {
+        wat.push_str(&format!(
+            "(func $f{i} (param i32) (result i32) local.get 0 i32.const {i} i32.add i32.const 3 i32.mul local.get 0 i32.xor)\n"
+        ));
+    }
+    wat.push_str(
+        "(func (export \"_start\") (local $a i32)
+           (loop $fill
+             (i32.store (local.get $a) (call $f0 (local.get $a)))
+             (local.set $a (i32.add (local.get $a) (i32.const 4096)))
+             (br_if $fill (i32.lt_u (local.get $a) (i32.const 8388608))))
+           (loop $spin (br $spin))))\n",
+    );
+    wat
+}
+
+/// The anonymous mappings of process `pid` that huge pages were advised for (`hg` in smaps):
+/// their permissions and sizes in KiB.
+fn huge_page_mappings(pid: i32) -> Vec<(String, u64)> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+    let mut found = Vec::new();
+    let (mut perms, mut anonymous, mut size) = (String::new(), false, 0);
+    for line in smaps.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields
+            .first()
+            .is_some_and(|f| f.contains('-') && !f.ends_with(':'))
+        {
+            perms = fields.get(1).unwrap_or(&"").to_string();
+            anonymous = fields.len() == 5;
+        } else if fields.first() == Some(&"Size:") {
+            size = fields.get(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        } else if fields.first() == Some(&"VmFlags:") && anonymous && fields.contains(&"hg") {
+            found.push((perms.clone(), size));
+        }
+    }
+    found
+}
+
+/// A big module's code (wasmer's code memory) and a linear memory that starts at 8 MiB are in
+/// mappings the guest advised as huge pages; nothing of a small module (the probe) is, so an
+/// idle small container costs no more memory.
+#[test]
+fn a_big_modules_code_and_memory_are_advised_as_huge_pages_and_a_small_ones_are_not() {
+    let id = unique_id("huge");
+    let module = work_dir().join(format!("{id}.wat"));
+    std::fs::write(&module, big_code_and_memory_wat(&id, 100_000)).unwrap();
+    let name = image(&format!("docker.io/library/e2e-{id}:latest"), &module, &[]);
+    let mut running = containerd().spawn_run(image_opts(&name, &id));
+    assert!(
+        running.wait_running(Duration::from_secs(120)),
+        "never RUNNING"
+    );
+    // RUNNING comes while the module still compiles (Start waits 2 s at most): the memory
+    // exists once it is instantiated.
+    let pid = task_pid(&id);
+    let code = |m: &[(String, u64)]| m.iter().any(|(p, _)| p == "r-xp");
+    let memory = |m: &[(String, u64)]| m.iter().any(|(p, kib)| p == "rw-p" && *kib >= 8192);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut advised = huge_page_mappings(pid);
+    while !(code(&advised) && memory(&advised)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        advised = huge_page_mappings(pid);
+    }
+    containerd().ctr_ok(&["-n", NS, "tasks", "kill", "--signal", "SIGKILL", &id]);
+    running.wait().assert_code(137);
+    containerd().assert_no_debris(NS, &id);
+    assert!(code(&advised), "the compiled code: {advised:?}");
+    assert!(memory(&advised), "the 8 MiB linear memory: {advised:?}");
+
+    let small = unique_id("small");
+    let mut running = containerd().spawn_run(opts(&small, &["/probe.wasm", "sleep", "600"]));
+    assert!(
+        running.wait_running(Duration::from_secs(60)),
+        "never RUNNING"
+    );
+    let advised = huge_page_mappings(task_pid(&small));
+    containerd().ctr_ok(&["-n", NS, "tasks", "kill", "--signal", "SIGKILL", &small]);
+    running.wait().assert_code(137);
+    containerd().assert_no_debris(NS, &small);
+    assert_eq!(
+        advised,
+        Vec::<(String, u64)>::new(),
+        "nothing of a small module"
+    );
+}
