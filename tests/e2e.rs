@@ -1004,18 +1004,22 @@ fn unique_hello_wat(id: &str) -> String {
     )
 }
 
+/// Builds an image of the module `wat` and runs it in the background as container `id`;
+/// returns once its task is RUNNING (at most `within`).
+fn spawn_wat(id: &str, wat: &str, within: Duration) -> common::RunningCtr<'static> {
+    let module = work_dir().join(format!("{id}.wat"));
+    std::fs::write(&module, wat).unwrap();
+    let name = image(&format!("docker.io/library/e2e-{id}:latest"), &module, &[]);
+    let mut running = containerd().spawn_run(image_opts(&name, id));
+    assert!(running.wait_running(within), "{id} never RUNNING");
+    running
+}
+
 #[test]
 fn start_answers_while_a_big_module_compiles_and_kill_ends_the_compile() {
     // ~150k functions: seconds of cranelift work, in the guest process, after Start answered.
     let id = unique_id("compiling");
-    let module = work_dir().join(format!("{id}.wat"));
-    std::fs::write(&module, big_module_wat(&id, 150_000)).unwrap();
-    let name = image(&format!("docker.io/library/e2e-{id}:latest"), &module, &[]);
-    let mut running = containerd().spawn_run(image_opts(&name, &id));
-    assert!(
-        running.wait_running(Duration::from_secs(30)),
-        "never RUNNING"
-    );
+    let running = spawn_wat(&id, &big_module_wat(&id, 150_000), Duration::from_secs(30));
     // Compiling: the guest has used 300 ms of CPU.
     let guest = task_pid(&id);
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -1273,14 +1277,8 @@ fn huge_page_mappings(pid: i32) -> Vec<(String, u64)> {
 #[test]
 fn a_big_modules_code_and_memory_are_advised_as_huge_pages_and_a_small_ones_are_not() {
     let id = unique_id("huge");
-    let module = work_dir().join(format!("{id}.wat"));
-    std::fs::write(&module, big_code_and_memory_wat(&id, 100_000)).unwrap();
-    let name = image(&format!("docker.io/library/e2e-{id}:latest"), &module, &[]);
-    let mut running = containerd().spawn_run(image_opts(&name, &id));
-    assert!(
-        running.wait_running(Duration::from_secs(120)),
-        "never RUNNING"
-    );
+    let wat = big_code_and_memory_wat(&id, 100_000);
+    let running = spawn_wat(&id, &wat, Duration::from_secs(120));
     // RUNNING comes while the module still compiles (Start waits 2 s at most): the memory
     // exists once it is instantiated.
     let pid = task_pid(&id);
