@@ -2,7 +2,7 @@
 
 use containerd_shim_wasm::engine::wasmer::WASMER_VERSION;
 use containerd_shim_wasm::guest::{child, GUEST_MODE_ARG};
-use containerd_shim_wasm::shim::{WasmShim, RUNTIME_NAME};
+use containerd_shim_wasm::shim::{self, WasmShim, RUNTIME_NAME};
 
 mod huge_pages;
 
@@ -19,14 +19,59 @@ fn main() {
                 env!("CARGO_PKG_VERSION")
             );
         }
-        _ => run_shim(),
+        _ => run_action(),
     }
 }
 
-fn run_shim() {
+/// What containerd runs the binary for: `start` and a `delete` after the shim's own clean-up
+/// here, synchronously (they run once per container, do one thing and exit); the server, and
+/// a `delete` after a lost shim, through the crate.
+fn run_action() {
+    let args: Vec<_> = std::env::args_os().skip(1).collect();
+    let Ok(flags) = containerd_shim::parse(&args) else {
+        // The crate parses them again and reports what is wrong.
+        return run_shim(false);
+    };
+    if flags.action == "start" {
+        let bundle = shim::bundle_of(&flags);
+        let started = shim::start(
+            &flags.namespace,
+            &flags.id,
+            &flags.address,
+            flags.debug,
+            &bundle,
+        );
+        match started {
+            Ok(address) => write_answer(address.as_bytes()),
+            Err(e) => fail(&format!("{e:?}")),
+        }
+    } else if let Some(response) = shim::answer_delete_after_clean_up(&flags) {
+        write_answer(&response)
+    } else {
+        run_shim(flags.action == "delete")
+    }
+}
+
+/// An action's answer on stdout, where containerd reads it.
+fn write_answer(answer: &[u8]) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_all(answer).and_then(|()| stdout.flush()) {
+        fail(&format!("write the answer on stdout: {e}"));
+    }
+}
+
+/// Ends a failed action as the crate does: the reason on stderr (containerd shows it), exit 1.
+fn fail(why: &str) -> ! {
+    eprintln!("{RUNTIME_NAME}: {why}");
+    std::process::exit(1)
+}
+
+/// The server, or a `delete` action (`is_delete`) after a lost shim, through the crate.
+fn run_shim(is_delete: bool) {
     one_malloc_arena();
-    let runtime = if is_short_action() {
-        // `start` and `delete` run once per container, do one thing and exit: no workers.
+    let runtime = if is_delete {
+        // It does one thing and exits: no workers.
         tokio::runtime::Builder::new_current_thread()
     } else {
         // The server: two workers whatever the host, as it waits on I/O and its blocking work
@@ -49,14 +94,6 @@ fn run_shim() {
         RUNTIME_NAME,
         Some(config),
     ));
-}
-
-/// Whether containerd runs this process for its `start` or `delete` action (the crate parses
-/// the same flags again; a bad one is reported there).
-fn is_short_action() -> bool {
-    let args: Vec<_> = std::env::args_os().skip(1).collect();
-    containerd_shim::parse(&args)
-        .is_ok_and(|flags| matches!(flags.action.as_str(), "start" | "delete"))
 }
 
 /// One malloc arena for all of the shim's threads. glibc gives each thread that allocates an

@@ -836,6 +836,27 @@ fn the_shim_and_its_guests_share_the_binarys_read_only_pages() {
     containerd().force_remove(NS, &id);
 }
 
+#[test]
+fn the_kernels_oom_killer_ends_the_shim_before_containerd() {
+    // As containerd's shims do: the server's oom_score_adj is containerd's plus one, so that
+    // under memory pressure the kernel ends a shim, not containerd. The `start` action sets it
+    // on the server it spawns.
+    let id = unique_id("oomscore");
+    run_detached(&id, &["/probe.wasm", "sleep", "600"]);
+    let shim = parent_pid(task_pid(&id));
+    let score = |pid: i32| -> i32 {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj")).unwrap();
+        text.trim().parse().unwrap()
+    };
+    let containerd_pid: i32 = std::fs::read_to_string(containerd().dir.join("containerd.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(score(shim), (score(containerd_pid) + 1).min(1000));
+    containerd().force_remove(NS, &id);
+}
+
 /// The private dirty KiB of the read-only and executable mappings of `file` in `pid`.
 fn private_dirty_read_only_kib(pid: i32, file: &Path) -> u64 {
     let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
