@@ -165,14 +165,30 @@ impl ModuleCache {
                 total -= len;
             }
         }
+        self.prune_layer_files();
     }
 
     /// The digest recorded for the layer file named `key` (see `module::LayerFile`), if any.
     pub fn layer_file_digest(&self, key: &str) -> Option<String> {
-        let digest = fs::read_link(self.dir.join(LAYER_FILES_DIR).join(key)).ok()?;
-        let digest = digest.to_str()?;
-        let hex = digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit());
-        hex.then(|| digest.to_string())
+        recorded_digest(&self.dir.join(LAYER_FILES_DIR).join(key))
+    }
+
+    /// Removes the layer-file records whose module has no entry: evicted, or never stored.
+    /// Each record names one file of one image layer, so without this the directory would
+    /// only grow, a record for every module layer the node ever ran. A record whose module
+    /// another container is compiling right now goes too: its next start hashes the module
+    /// again and records it anew.
+    fn prune_layer_files(&self) {
+        let Ok(records) = fs::read_dir(self.dir.join(LAYER_FILES_DIR)) else {
+            return;
+        };
+        for record in records.filter_map(|r| r.ok()) {
+            let path = record.path();
+            let cached = recorded_digest(&path).is_some_and(|d| self.entry_path(&d).exists());
+            if !cached {
+                let _ = fs::remove_file(&path);
+            }
+        }
     }
 
     /// Records that the layer file named `key` holds the bytes whose sha256 is `digest`: a
@@ -277,6 +293,14 @@ impl ModuleCache {
         let _ = fs::remove_file(path);
         Miss::Corrupt(why)
     }
+}
+
+/// The digest a layer-file record at `path` holds (its symlink's target), if it is one.
+fn recorded_digest(path: &Path) -> Option<String> {
+    let digest = fs::read_link(path).ok()?;
+    let digest = digest.to_str()?;
+    let hex = digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit());
+    hex.then(|| digest.to_string())
 }
 
 /// Removes the temporary entries of writers that died mid-write (a shim killed while it
@@ -598,6 +622,37 @@ mod tests {
         assert_eq!(cache.layer_file_digest("key"), Some(digest));
         cache.record_layer_file("bad", "not-a-digest");
         assert_eq!(cache.layer_file_digest("bad"), None);
+    }
+
+    #[test]
+    fn a_store_drops_the_layer_file_records_of_modules_no_longer_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ModuleCache::open(dir.path(), "k")
+            .unwrap()
+            .with_limit(5_000);
+        let [old, kept, never] = ["old", "kept", "never"].map(|m| digest_hex(m.as_bytes()));
+        cache.record_layer_file("old-layer", &old);
+        cache.record_layer_file("kept-layer", &kept);
+        cache.record_layer_file("never-stored-layer", &never);
+        cache.put(&old, &[0u8; 3000]).unwrap();
+        let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        File::options()
+            .append(true)
+            .open(cache.entry_path(&old))
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+        // Storing `kept` takes the cache over its limit: `old`, the least recently used, goes.
+        let stream = [3000u64.to_le_bytes().as_slice(), &[1u8; 3000]].concat();
+        assert!(cache
+            .store_stream(&kept, stream.as_slice(), 1 << 20)
+            .unwrap());
+        assert!(!cache.entry_path(&old).exists());
+        assert_eq!(cache.layer_file_digest("old-layer"), None);
+        assert_eq!(cache.layer_file_digest("never-stored-layer"), None);
+        assert_eq!(cache.layer_file_digest("kept-layer"), Some(kept));
+        let records = fs::read_dir(dir.path().join("k").join(LAYER_FILES_DIR)).unwrap();
+        assert_eq!(records.count(), 1, "the other records' files are removed");
     }
 
     #[test]
