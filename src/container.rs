@@ -131,8 +131,9 @@ pub struct Process {
     exit_tx: watch::Sender<Option<ExitInfo>>,
 }
 
-/// The status recorded for a native exec that never ran (deleted before its Start, or runc
-/// could not run it): what a process killed before it did anything reports.
+/// The status of a process that never ran: a native exec deleted before its Start (or that
+/// runc could not run), and a guest released without a Start (see `guest::child`). What a
+/// process killed before it did anything reports.
 pub const EXIT_NEVER_RAN: u32 = 137;
 
 /// How long a Delete of an ended process waits for its exit to be recorded: longer than the

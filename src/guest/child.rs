@@ -13,6 +13,7 @@ use super::{
     LOADED, MODULE_FD, START_BYTE, STATUS_FD, STDERR_FD,
 };
 use crate::confine::{self, capabilities, identity, namespaces, seccomp};
+use crate::container::EXIT_NEVER_RAN;
 use crate::engine::tunables::pages_for_limit;
 use crate::engine::wasmer::{LoadedModule, WasmerEngine};
 use crate::engine::{Invocation, Outcome, EXIT_NOT_RUNNABLE};
@@ -189,8 +190,12 @@ fn run_when_started(
             return EXIT_NOT_RUNNABLE;
         }
         Ok(_) if !released => {
+            // Deleted before its Start: the shim closed the pipe and sends SIGKILL after it.
+            // Exiting first, the guest reports what that kill would (runc's status for a task
+            // deleted before its start), so the task's status never depends on which of the
+            // two ends it: with 0 here, a Delete that lost the race reported 0.
             info!("released without start; exiting");
-            return 0;
+            return EXIT_NEVER_RAN as i32;
         }
         Ok((engine, module)) => {
             info!(
