@@ -536,6 +536,17 @@ mod tests {
         );
     }
 
+    /// Sets the modification time of the file at `path`, the cache's clock for eviction and
+    /// for a dead writer's leftovers.
+    fn set_mtime(path: &Path, at: std::time::SystemTime) {
+        File::options()
+            .append(true)
+            .open(path)
+            .unwrap()
+            .set_modified(at)
+            .unwrap();
+    }
+
     #[test]
     fn the_least_recently_used_entries_go_past_the_limit() {
         let dir = tempfile::tempdir().unwrap();
@@ -546,12 +557,7 @@ mod tests {
         for (i, name) in ["a", "b", "c"].iter().enumerate() {
             let path = cache.put(name, &[0u8; 3000]).unwrap();
             let at = old + std::time::Duration::from_secs(i as u64 * 60);
-            File::options()
-                .append(true)
-                .open(&path)
-                .unwrap()
-                .set_modified(at)
-                .unwrap();
+            set_mtime(&path, at);
         }
         // "a" is the oldest, but used since: "b" is now the least recently used.
         cache.touch(&cache.open_entry("a").unwrap());
@@ -578,12 +584,7 @@ mod tests {
         let fresh = dir.path().join("k/.n.789.1.tmp");
         fs::write(&fresh, b"being written").unwrap();
         let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
-        File::options()
-            .append(true)
-            .open(&dead)
-            .unwrap()
-            .set_modified(old)
-            .unwrap();
+        set_mtime(&dead, old);
         let stream = [3u64.to_le_bytes().as_slice(), b"abc"].concat();
         assert!(cache.store_stream("m", stream.as_slice(), 1 << 20).unwrap());
         assert!(!dead.exists(), "a dead writer's file is removed");
@@ -636,12 +637,7 @@ mod tests {
         cache.record_layer_file("never-stored-layer", &never);
         cache.put(&old, &[0u8; 3000]).unwrap();
         let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
-        File::options()
-            .append(true)
-            .open(cache.entry_path(&old))
-            .unwrap()
-            .set_modified(long_ago)
-            .unwrap();
+        set_mtime(&cache.entry_path(&old), long_ago);
         // Storing `kept` takes the cache over its limit: `old`, the least recently used, goes.
         let stream = [3000u64.to_le_bytes().as_slice(), &[1u8; 3000]].concat();
         assert!(cache
