@@ -75,8 +75,10 @@ cmd_install() {
     command -v containerd >/dev/null || missing+=(containerd)
     command -v ctr >/dev/null || missing+=(containerd)
     command -v runc >/dev/null || missing+=(runc)
-    # libseccomp's headers and linker name: the shim applies the spec's seccomp profile.
+    # libseccomp's headers and static archive: the shim applies the spec's seccomp profile.
     [[ -e /usr/include/seccomp.h ]] || missing+=(libseccomp-dev)
+    # The shim is linked static (build.rs): the C library's static archive.
+    [[ $(cc -print-file-name=libc.a 2>/dev/null) == /* ]] || missing+=(libc6-dev)
     # nsenter (util-linux) is in the base system; pkg-config finds libseccomp for the build.
     command -v pkg-config >/dev/null || missing+=(pkg-config)
     # protoc: the CRI tests' client (the k8s-cri crate) compiles Kubernetes' CRI protos.
