@@ -818,14 +818,17 @@ fn the_shim_and_its_guests_share_the_binarys_read_only_pages() {
     // The binary is linked static and position-dependent (build.rs): nothing relocates a
     // pointer of its `.data.rel.ro`, so those pages stay shared by every process. As a PIE
     // each process dirtied about 1 MiB of them in a release build (1.8 MiB in a debug build).
-    // (The first processes to map a binary just linked show about 3 MiB more, the linker's
-    // pages still in the page cache; in `make test` the suites before this one have run it.)
     let id = unique_id("shared");
     run_detached(&id, &["/probe.wasm", "sleep", "600"]);
     let guest = task_pid(&id);
     let shim = parent_pid(guest);
     for pid in [shim, guest] {
         let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+        // A binary linked moments ago is still dirty in the page cache until written back
+        // (about 3 MiB of a debug build counted as the process's own): write it back first.
+        std::fs::File::open(&exe)
+            .and_then(|f| f.sync_all())
+            .unwrap();
         // What stays private is the table of the C library's CPU-specific functions
         // (`IRELATIVE` relocations, resolved at start): 12 KiB here. Dynamically linked, the
         // loader's GOT of libc's addresses took 92 KiB in a debug build.
