@@ -814,7 +814,7 @@ fn version_flag_prints_the_version() {
 }
 
 #[test]
-fn the_shim_and_its_guests_share_the_binarys_read_only_pages() {
+fn the_shim_and_its_guests_share_the_binarys_read_only_pages_and_map_no_shared_library() {
     // The binary is linked static and position-dependent (build.rs): nothing relocates a
     // pointer of its `.data.rel.ro`, so those pages stay shared by every process. As a PIE
     // each process dirtied about 1 MiB of them in a release build (1.8 MiB in a debug build).
@@ -838,6 +838,14 @@ fn the_shim_and_its_guests_share_the_binarys_read_only_pages() {
             "pid {pid}: {dirty} KiB of {} dirtied",
             exe.display()
         );
+        // Static: no shared library, so a node needs neither libseccomp nor a given glibc.
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+        let libraries: Vec<&str> = maps
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(5))
+            .filter(|path| path.ends_with(".so") || path.contains(".so."))
+            .collect();
+        assert!(libraries.is_empty(), "pid {pid} maps {libraries:?}");
     }
     containerd().force_remove(NS, &id);
 }
