@@ -334,8 +334,8 @@ fn kill_leftover_guest(bundle: &Path, id: &str) -> Option<i32> {
 /// `runtimeoptions.v1.Options` in an Any). The crate's `set_cgroup_and_oom_score`, which
 /// `start` calls, decodes whatever is there as runc's options without looking at the type,
 /// and would take the TOML body (field 3) for runc's `shim_cgroup` (also field 3), failing
-/// every start. The shim reads its options from Create
-/// instead (src/options.rs), so start drains them and leaves the crate an empty stdin.
+/// every start. The shim reads its options from Create instead (src/options.rs), so start
+/// drains them and leaves the crate an empty stdin.
 fn discard_runtime_options_on_stdin() -> std::io::Result<()> {
     use std::io::Read;
     let mut options = Vec::new();

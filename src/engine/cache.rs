@@ -536,6 +536,13 @@ mod tests {
         );
     }
 
+    /// A cache in `dir` that keeps at most `max_bytes`.
+    fn cache_with_limit(dir: &tempfile::TempDir, max_bytes: u64) -> ModuleCache {
+        ModuleCache::open(dir.path(), "k")
+            .unwrap()
+            .with_limit(max_bytes)
+    }
+
     /// Sets the modification time of the file at `path`, the cache's clock for eviction and
     /// for a dead writer's leftovers.
     fn set_mtime(path: &Path, at: std::time::SystemTime) {
@@ -550,9 +557,7 @@ mod tests {
     #[test]
     fn the_least_recently_used_entries_go_past_the_limit() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = ModuleCache::open(dir.path(), "k")
-            .unwrap()
-            .with_limit(10_000);
+        let cache = cache_with_limit(&dir, 10_000);
         let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
         for (i, name) in ["a", "b", "c"].iter().enumerate() {
             let path = cache.put(name, &[0u8; 3000]).unwrap();
@@ -628,9 +633,7 @@ mod tests {
     #[test]
     fn a_store_drops_the_layer_file_records_of_modules_no_longer_cached() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = ModuleCache::open(dir.path(), "k")
-            .unwrap()
-            .with_limit(5_000);
+        let cache = cache_with_limit(&dir, 5_000);
         let [old, kept, never] = ["old", "kept", "never"].map(|m| digest_hex(m.as_bytes()));
         cache.record_layer_file("old-layer", &old);
         cache.record_layer_file("kept-layer", &kept);
